@@ -1,0 +1,24 @@
+# make test: create/refresh .venv from requirements.lock (+ this package, editable), then run the tests.
+# make demo: the same set-up, then the whole pipeline on the embedded MNIST digits into runs/demo/.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.ddsm-installed
+
+export HF_HUB_OFFLINE = 1
+
+.PHONY: venv test demo clean-venv
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)

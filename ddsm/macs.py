@@ -1,0 +1,154 @@
+"""Multiply-accumulate counts of one UNet forward for one sample, with fvcore.
+
+fvcore counts one fused multiply-add as one flop, i.e. it counts MACs. It has no handle for
+``scaled_dot_product_attention``; :func:`sdpa_macs` supplies one, so attention's two matmuls (Q K^T and the
+weighted sum of V) are counted too. ``include_attention=False`` reproduces the way DDSM counted (attention matmuls
+left out), for comparison with its published table.
+
+Counting traces the network, which takes a moment: :func:`macs_table` does it once per width and caches the table
+on disk keyed by the model's config fingerprint, so hot loops (search, sampling) only look numbers up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from .unet import SlimmableUNet, StaticSubnet
+from .utils import PathLike, atomic_write_json, default_cache_dir
+
+__all__ = ["sdpa_macs", "count_macs", "macs_table", "MACS_CACHE_VERSION"]
+
+MACS_CACHE_VERSION = 1
+
+
+def sdpa_macs(inputs, outputs) -> int:
+    """fvcore handle for ``aten::scaled_dot_product_attention``: Q K^T plus A V, each Nq*Nk*d per head."""
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k, v = (get_shape(x) for x in inputs[:3])
+    batch_heads = 1
+    for d in q[:-2]:
+        batch_heads *= d
+    nq, d = q[-2], q[-1]
+    nk, dv = k[-2], v[-1]
+    return batch_heads * nq * nk * (d + dv)
+
+
+class _AtWidth(nn.Module):
+    """Traceable wrapper: ``forward(sample, timestep)`` of a supernet at a fixed width, or of a static subnet."""
+
+    def __init__(self, net: Union[SlimmableUNet, StaticSubnet], width: Optional[float]):
+        super().__init__()
+        self.net, self.width = net, width
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.net, StaticSubnet):
+            return self.net(sample, timestep)
+        return self.net(sample, timestep, width=self.width, return_dict=False)[0]
+
+
+def count_macs(net: Union[SlimmableUNet, StaticSubnet], width: Optional[float] = None,
+               include_attention: bool = True) -> int:
+    """MACs of one forward of ``net`` (a supernet at ``width``, or a static subnet) on ONE sample."""
+    from fvcore.nn import FlopCountAnalysis
+
+    cfg = net.cfg if isinstance(net, StaticSubnet) else net.config
+    param = next(net.parameters())
+    sample = torch.zeros(1, cfg.in_channels, cfg.sample_size, cfg.sample_size, dtype=param.dtype, device=param.device)
+    timestep = torch.ones(1, dtype=torch.long, device=param.device)
+    wrapper = _AtWidth(net, 1.0 if width is None else width).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python ints in shapes
+        analysis = FlopCountAnalysis(wrapper, (sample, timestep))
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        logging.getLogger("fvcore").setLevel(logging.ERROR)
+        handle = sdpa_macs if include_attention else None
+        analysis.set_op_handle("aten::scaled_dot_product_attention", handle)
+        with torch.no_grad():
+            return int(analysis.total())
+
+
+def macs_table(model: SlimmableUNet, widths: Optional[Sequence[float]] = None, include_attention: bool = True,
+               cache_dir: Optional[PathLike] = None, use_cache: bool = True) -> Dict[float, int]:
+    """MACs per width (one sample, one forward), counted once per config and cached as JSON.
+
+    Args:
+        model: the supernet.
+        widths: widths to count (default: all of ``model.width_choices``).
+        include_attention: count attention matmuls (our headline number) or leave them out (DDSM's way).
+        cache_dir: cache folder (default: ``default_cache_dir() / "macs"``).
+        use_cache: read and write the cache.
+    """
+    widths = [float(w) for w in (widths or model.width_choices)]
+    path = Path(cache_dir or default_cache_dir() / "macs") / (
+        f"{model.config_sha256}-{'attn' if include_attention else 'noattn'}-v{MACS_CACHE_VERSION}.json")
+    cached: Dict[str, int] = {}
+    if use_cache and path.exists():
+        try:
+            cached = json.loads(path.read_text())["macs"]
+        except (ValueError, KeyError):
+            cached = {}  # a corrupt cache entry is recounted, never trusted
+    table = {w: int(cached[str(w)]) if str(w) in cached else count_macs(model, w, include_attention) for w in widths}
+    if use_cache and any(str(w) not in cached for w in widths):
+        merged = dict(cached, **{str(w): m for w, m in table.items()})
+        atomic_write_json(path, {"config_sha256": model.config_sha256, "include_attention": include_attention,
+                                 "macs": merged})
+    return table
+
+
+def time_call(fn, repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall-clock seconds of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
+    import statistics
+    import time
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def width_report(model: SlimmableUNet, time_batch: Optional[int] = None, repeats: int = 5,
+                 use_cache: bool = True, progress: bool = True) -> dict:
+    """Per-width MACs (with and without attention matmuls) and their ratios to width 1.0; with ``time_batch``
+    also the forward time of a batch at each width, for the supernet and for the static sub-network of the same
+    shape, measured side by side (alternating) in this process."""
+    from tqdm.auto import tqdm
+
+    widths = sorted(model.width_choices)
+    with_attn = macs_table(model, widths, include_attention=True, use_cache=use_cache)
+    no_attn = macs_table(model, widths, include_attention=False, use_cache=use_cache)
+    full, full_na = with_attn[1.0], no_attn[1.0]
+    rows = [dict(width=w, macs=with_attn[w], macs_ratio=with_attn[w] / full, macs_no_attention=no_attn[w],
+                 macs_ratio_no_attention=no_attn[w] / full_na) for w in widths]
+    report = dict(config_sha256=model.config_sha256, sample_size=model.config.sample_size,
+                  counted_by="fvcore, one multiply-add = one MAC, one sample, one forward", widths=rows)
+    if time_batch:
+        cfg = model.config
+        model = model.eval()
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(time_batch, cfg.in_channels, cfg.sample_size, cfg.sample_size, generator=g)
+        t = torch.randint(0, 1000, (time_batch,), generator=g)
+        timed = {}
+        with torch.no_grad():
+            subnets = {w: model.subnet(w).eval() for w in widths}
+            for w in tqdm(widths, desc="timing widths", disable=not progress):
+                timed[w] = (time_call(lambda: model(x, t, width=w), repeats),
+                            time_call(lambda: subnets[w](x, t), repeats))
+        for row in rows:
+            sup, sub = timed[row["width"]]
+            row.update(time_s=sup, time_ratio=sup / timed[1.0][0], static_time_s=sub,
+                       static_time_ratio=sub / timed[1.0][1], supernet_vs_static=sup / sub)
+        report["timing"] = dict(batch=time_batch, repeats=repeats, threads=torch.get_num_threads(),
+                                statistic="median seconds per forward of the batch")
+    return report

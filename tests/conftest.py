@@ -1,0 +1,36 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Caches (MACs tables, reference statistics, classifiers) go to a per-session folder unless DDSM_CACHE is set,
+    so tests never read a developer's stale cache."""
+    if "DDSM_CACHE" not in os.environ:
+        os.environ["DDSM_CACHE"] = str(tmp_path_factory.mktemp("ddsm-cache"))
+    yield
+
+
+def tiny_unet_kwargs(**overrides):
+    """A tiny class-conditional slimmable UNet (16 px, three levels, attention at 8 px and in the middle)."""
+    kw = dict(sample_size=16, in_channels=1, out_channels=1, block_out_channels=(16, 32, 32), layers_per_block=1,
+              attention_resolutions=(8,), attention_head_dim=8, norm_num_groups=4, num_classes=10,
+              width_choices=(0.25, 0.5, 0.75, 1.0), channel_divisor=4)
+    kw.update(overrides)
+    return kw
+
+
+@pytest.fixture
+def tiny_unet():
+    from ddsm.unet import SlimmableUNet
+
+    torch.manual_seed(0)
+    model = SlimmableUNet(**tiny_unet_kwargs())
+    with torch.no_grad():  # random weights everywhere, so no zero-initialised layer hides a slicing bug
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    return model.eval()
