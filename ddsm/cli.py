@@ -33,3 +33,44 @@ def load_model_or_config(model_dir: Optional[PathLike] = None, config_path: Opti
     from .config import load_config
 
     return load_config(config_path).build_model().eval()
+
+
+def load_scheduler(model_dir: Optional[PathLike], name: Optional[str] = None, schedule=None):
+    """The diffusers scheduler to sample with.
+
+    Its config comes from, in order: the schedule's own scheduler config, ``<run>/scheduler/`` beside the
+    ``<run>/model/`` directory that training writes, or DDPM's defaults. ``name`` (a class name) overrides the class.
+    """
+    from .sampling import build_scheduler
+
+    config, cls_name = None, None
+    if schedule is not None and schedule.scheduler_config is not None:
+        config, cls_name = dict(schedule.scheduler_config), schedule.scheduler_class_name
+    elif model_dir is not None and (Path(model_dir).parent / "scheduler" / "scheduler_config.json").is_file():
+        import json
+
+        config = json.loads((Path(model_dir).parent / "scheduler" / "scheduler_config.json").read_text())
+    return build_scheduler(name or cls_name or "DDIMScheduler", config or {})
+
+
+def load_autoencoder(path: Optional[PathLike]):
+    """A diffusers AutoencoderKL from a local directory (None passes through)."""
+    if path is None:
+        return None
+    from diffusers import AutoencoderKL
+
+    if not (Path(path) / "config.json").is_file():
+        raise FileNotFoundError(f"--autoencoder {str(path)!r} is not an AutoencoderKL directory (no config.json)")
+    return AutoencoderKL.from_pretrained(path).eval()
+
+
+def default_labels(model, num: int, label: Optional[int] = None):
+    """Class labels for ``num`` samples of a class-conditional model: ``label`` for all, or 0..K-1 cycled."""
+    k = model.config.num_classes
+    if not k:
+        if label is not None:
+            raise ValueError(f"--class-label {label} given but the model is unconditional")
+        return None
+    if label is not None and not 0 <= label < k:
+        raise ValueError(f"--class-label {label}: expected 0..{k - 1}")
+    return [label if label is not None else i % k for i in range(num)]
