@@ -74,3 +74,20 @@ def default_labels(model, num: int, label: Optional[int] = None):
     if label is not None and not 0 <= label < k:
         raise ValueError(f"--class-label {label}: expected 0..{k - 1}")
     return [label if label is not None else i % k for i in range(num)]
+
+
+def load_run_config(model_dir: PathLike, config_path: Optional[PathLike] = None):
+    """The experiment config of a run: ``config_path`` if given, else ``config.yaml`` beside the model folder,
+    else the defaults of configs/mnist.yaml's sections with the model's own config."""
+    from .config import ExperimentConfig, load_config
+
+    if config_path:
+        return load_config(config_path)
+    beside = Path(model_dir).parent / "config.yaml"
+    if beside.is_file():
+        return load_config(beside)
+    from .utils import canonical_config
+    import json
+
+    model_config = json.loads((Path(model_dir) / "config.json").read_text())
+    return ExperimentConfig.from_dict({"model": canonical_config(model_config)})
