@@ -123,6 +123,8 @@ def width_report(model: SlimmableUNet, time_batch: Optional[int] = None, repeats
     """Per-width MACs (with and without attention matmuls) and their ratios to width 1.0; with ``time_batch``
     also the forward time of a batch at each width, for the supernet and for the static sub-network of the same
     shape, measured side by side (alternating) in this process."""
+    import statistics
+
     from tqdm.auto import tqdm
 
     widths = sorted(model.width_choices)
@@ -139,12 +141,20 @@ def width_report(model: SlimmableUNet, time_batch: Optional[int] = None, repeats
         g = torch.Generator().manual_seed(0)
         x = torch.randn(time_batch, cfg.in_channels, cfg.sample_size, cfg.sample_size, generator=g)
         t = torch.randint(0, 1000, (time_batch,), generator=g)
-        timed = {}
+        # Interleave widths and the two implementations in every round, so that load from other processes
+        # spreads over all measurements instead of skewing one width; keep the median of each.
         with torch.no_grad():
             subnets = {w: model.subnet(w).eval() for w in widths}
-            for w in tqdm(widths, desc="timing widths", disable=not progress):
-                timed[w] = (time_call(lambda: model(x, t, width=w), repeats),
-                            time_call(lambda: subnets[w](x, t), repeats))
+            calls = {(w, kind): (lambda w=w: model(x, t, width=w)) if kind == "supernet" else
+                     (lambda w=w: subnets[w](x, t)) for w in widths for kind in ("supernet", "static")}
+            for fn in calls.values():  # warm-up: first-call allocations and kernel selection
+                fn()
+            samples = {key: [] for key in calls}
+            for _ in tqdm(range(repeats), desc="timing rounds", disable=not progress):
+                for key, fn in calls.items():
+                    samples[key].append(time_call(fn, repeats=1, warmup=0))
+        timed = {w: (statistics.median(samples[(w, "supernet")]), statistics.median(samples[(w, "static")]))
+                 for w in widths}
         for row in rows:
             sup, sub = timed[row["width"]]
             row.update(time_s=sup, time_ratio=sup / timed[1.0][0], static_time_s=sub,

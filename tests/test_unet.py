@@ -300,3 +300,22 @@ def test_shipped_configs_build():
     cfg = load_config("configs/mnist.yaml")
     model = cfg.build_model()
     assert model.config.sample_size == 16 and model.width_choices == WIDTHS
+
+
+def test_flops_cli_prints_per_width_json(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("flops_cli", "eval/flops.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    model = SlimmableUNet(**tiny_unet_kwargs())
+    model.save_pretrained(tmp_path / "model")
+    assert cli.main(["--model", str(tmp_path / "model"), "--time", "--batch", "2", "--repeats", "1",
+                     "--output", str(tmp_path / "flops.json")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == json.loads((tmp_path / "flops.json").read_text())
+    rows = {r["width"]: r for r in report["widths"]}
+    assert rows[1.0]["macs_ratio"] == 1.0 and rows[0.25]["macs"] == macs_table(model)[0.25]
+    assert all(r["time_s"] > 0 and r["static_time_s"] > 0 for r in rows.values())
+    assert cli.main(["--model", str(tmp_path / "nowhere")]) == 2
+    assert "not a SlimmableUNet directory" in capsys.readouterr().err
