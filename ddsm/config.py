@@ -8,6 +8,8 @@ A config file has these sections (all but ``model`` optional)::
     train:      the sandwich-rule training recipe       -> TrainConfig
     sampling:   default sampler for search and reports  -> SamplingConfig
     search:     evolutionary search settings            -> SearchConfig
+    vae:        the autoencoder train_autoencoder.py trains (latent diffusion) -> AutoencoderConfig
+    autoencoder: a trained AutoencoderKL directory: the UNet then trains and samples in its latents
 
 Every run writes the resolved config (defaults filled in) beside its outputs, so a run describes itself.
 """
@@ -24,8 +26,8 @@ import yaml
 
 from .utils import PathLike, atomic_write
 
-__all__ = ["DataConfig", "DiffusionConfig", "TrainConfig", "SamplingConfig", "SearchConfig", "ExperimentConfig",
-           "load_config", "ConfigError"]
+__all__ = ["DataConfig", "DiffusionConfig", "TrainConfig", "SamplingConfig", "SearchConfig", "AutoencoderConfig",
+           "ExperimentConfig", "load_config", "ConfigError"]
 
 T = TypeVar("T")
 
@@ -96,21 +98,79 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 500
     sample_every: int = 500           # sample grids per width (PNG) at these steps
+    sample_images: int = 64           # images per width in those grids (0: no grids); seeds 0..n-1, every time
+    sample_steps: int = 50            # DDIM steps for the grids
     log_every: int = 10
     num_workers: int = 0
     keep_checkpoints: int = 2
 
     def __post_init__(self):
         for name in ("batch_size", "max_steps", "gradient_accumulation_steps", "sandwich_widths",
-                     "checkpoint_every", "sample_every", "log_every", "keep_checkpoints"):
+                     "checkpoint_every", "sample_every", "sample_steps", "log_every", "keep_checkpoints"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"[train] {name}={getattr(self, name)}: expected a positive int")
+        for name in ("warmup_steps", "sample_images", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"[train] {name}={getattr(self, name)}: expected an int >= 0")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"[train] ema_decay={self.ema_decay}: expected a float in [0, 1)")
         if self.learning_rate <= 0:
             raise ConfigError(f"[train] learning_rate={self.learning_rate}: expected > 0")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ConfigError(f"[train] weight_decay={self.weight_decay}, grad_clip={self.grad_clip}: expected "
+                              ">= 0 (grad_clip 0: no clipping)")
         if not 0.0 <= self.label_dropout < 1.0:
             raise ConfigError(f"[train] label_dropout={self.label_dropout}: expected a float in [0, 1)")
+        if self.distill_weight < 0:
+            raise ConfigError(f"[train] distill_weight={self.distill_weight}: expected >= 0")
+        if self.distill_only and self.distill_weight <= 0:
+            raise ConfigError(f"[train] distill_only=True with distill_weight={self.distill_weight}: the small "
+                              "widths would learn nothing; set distill_weight > 0")
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    """Section ``vae``: the small diffusers ``AutoencoderKL`` that train/train_autoencoder.py trains for latent
+    diffusion, and its recipe. Its input size and channels come from the data (see ``ddsm.autoencoder``)."""
+
+    block_out_channels: Tuple[int, ...] = (32, 64)  # one level each; each level but the last halves the size
+    latent_channels: int = 4
+    layers_per_block: int = 1
+    norm_num_groups: int = 8
+    mid_block_attention: bool = True
+    kl_weight: float = 1e-6           # weight of the KL term against the per-pixel MSE reconstruction loss
+    batch_size: int = 64              # per process
+    learning_rate: float = 1e-3
+    warmup_steps: int = 100
+    max_steps: int = 2000
+    grad_clip: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 10
+    keep_checkpoints: int = 2
+    scale_images: int = 0             # images encoded to measure the latent std (0: the whole training split)
+
+    def __post_init__(self):
+        chans = list(self.block_out_channels)
+        if not chans or any(not isinstance(c, int) or c <= 0 for c in chans):
+            raise ConfigError(f"[vae] block_out_channels={chans}: expected a non-empty list of positive ints")
+        if any(c % self.norm_num_groups for c in chans):
+            raise ConfigError(f"[vae] norm_num_groups={self.norm_num_groups}: expected a divisor of every "
+                              f"block_out_channels {chans}")
+        for name in ("latent_channels", "layers_per_block", "norm_num_groups", "batch_size", "max_steps",
+                     "checkpoint_every", "log_every", "keep_checkpoints"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"[vae] {name}={getattr(self, name)}: expected a positive int")
+        for name in ("kl_weight", "warmup_steps", "grad_clip", "scale_images"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"[vae] {name}={getattr(self, name)}: expected >= 0")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"[vae] learning_rate={self.learning_rate}: expected > 0")
+
+    @property
+    def downsample_factor(self) -> int:
+        """Image size / latent size."""
+        return 2 ** (len(self.block_out_channels) - 1)
 
 
 @dataclass(frozen=True)
@@ -147,13 +207,14 @@ class ExperimentConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     autoencoder: Optional[str] = None  # directory of a diffusers AutoencoderKL: train and sample in its latents
+    vae: AutoencoderConfig = field(default_factory=AutoencoderConfig)  # what train_autoencoder.py trains
     name: str = "experiment"
     notes: str = ""
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> "ExperimentConfig":
         sections = {"data": DataConfig, "diffusion": DiffusionConfig, "train": TrainConfig,
-                    "sampling": SamplingConfig, "search": SearchConfig}
+                    "sampling": SamplingConfig, "search": SearchConfig, "vae": AutoencoderConfig}
         allowed = set(sections) | {"model", "autoencoder", "name", "notes"}
         unknown = sorted(set(raw) - allowed)
         if unknown:

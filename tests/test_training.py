@@ -1,0 +1,413 @@
+"""Sandwich-rule training: the sandwich draw, distillation, exact resume, two processes, --init-from, NaN stop,
+latent diffusion, checkpoint bookkeeping and the CLI, on 8 px models of a few channels (sklearn's 8x8 digits)."""
+
+import dataclasses
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ddsm.config import ExperimentConfig, load_config
+from ddsm.training import (RunDirectory, ShardedBatchSampler, SlimmableTrainer, TrainingDiverged, sandwich_losses,
+                           sandwich_widths, step_generator)
+from ddsm.unet import SlimmableUNet
+from ddsm.utils import config_sha256
+
+ROOT = Path(__file__).resolve().parents[1]
+WIDTHS = (0.25, 0.5, 0.75, 1.0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread, and stay fast on a machine shared with other jobs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _raw(**train):
+    """A tiny class-conditional experiment on the 8x8 digits: 2 levels of 8 and 16 channels."""
+    return {
+        "name": "tiny",
+        "model": dict(sample_size=8, in_channels=1, out_channels=1, block_out_channels=[8, 16], layers_per_block=1,
+                      attention_resolutions=[4], attention_head_dim=4, norm_num_groups=4, num_classes=10,
+                      width_choices=list(WIDTHS), channel_divisor=2),
+        "data": {"name": "digits"},
+        "diffusion": {"num_train_timesteps": 100},
+        "train": dict(dict(batch_size=8, max_steps=4, warmup_steps=2, checkpoint_every=2, sample_every=100,
+                           sample_images=10, sample_steps=3, log_every=1), **train),
+        "sampling": {"batch_size": 16},
+    }
+
+
+def _config(**train) -> ExperimentConfig:
+    return ExperimentConfig.from_dict(_raw(**train))
+
+
+def _write_config(path: Path, raw: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _script(name: str):
+    """Import a train/ script as a module, to call its main() in this process."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "train" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tiny_model(**overrides) -> SlimmableUNet:
+    torch.manual_seed(0)
+    return SlimmableUNet(**dict(_raw()["model"], **overrides))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The sandwich rule
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_sandwich_always_has_largest_and_smallest_and_draws_the_rest_at_random():
+    choices = (0.25, 1.0, 0.5, 0.75, 0.375)  # any order in
+    seen = set()
+    for seed in range(40):
+        draw = sandwich_widths(choices, 3, step_generator(7, seed))
+        assert draw[0] == 1.0 and draw[-1] == 0.25 and len(draw) == 3
+        assert list(draw) == sorted(draw, reverse=True)
+        seen.add(draw[1])
+        assert draw == sandwich_widths(choices, 3, step_generator(7, seed))  # seeded: the same draw again
+    assert seen == {0.375, 0.5, 0.75}  # every middle width gets drawn
+    draws = [sandwich_widths(choices, 4, step_generator(7, s)) for s in range(20)]
+    assert len(set(draws)) > 1 and all(len(set(d)) == 4 for d in draws)  # distinct widths, varying draws
+    assert sandwich_widths(WIDTHS, 4, step_generator(0)) == (1.0, 0.75, 0.5, 0.25)  # n >= widths: all of them
+    assert sandwich_widths(WIDTHS, 9, step_generator(0)) == (1.0, 0.75, 0.5, 0.25)
+    assert sandwich_widths(WIDTHS, 2, step_generator(0)) == (1.0, 0.25)
+    assert sandwich_widths(WIDTHS, 1, step_generator(0)) == (1.0,)
+
+
+def _batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    noisy, target = torch.randn(4, 1, 8, 8, generator=g), torch.randn(4, 1, 8, 8, generator=g)
+    return noisy, torch.tensor([5, 50, 90, 99]), target, torch.tensor([1, 2, 3, 10])
+
+
+def test_inplace_distillation_changes_the_small_widths_loss_only():
+    model = _tiny_model()
+    noisy, t, target, labels = _batch()
+    widths = (1.0, 0.5, 0.25)
+
+    def run(**kw):
+        model.zero_grad()
+        terms = sandwich_losses(model, widths, noisy, t, target, labels, backward=lambda loss: loss.backward(), **kw)
+        return terms, torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    plain, g_plain = run()
+    distill, g_distill = run(distill_weight=0.5)
+    only, g_only = run(distill_weight=0.5, distill_only=True)
+    assert torch.equal(plain[1.0]["loss"], distill[1.0]["loss"]) and "distill" not in distill[1.0]
+    for w in (0.5, 0.25):
+        assert "distill" not in plain[w]
+        assert torch.equal(plain[w]["mse"], distill[w]["mse"])  # same predictions, same ground-truth error
+        assert distill[w]["distill"] > 0
+        torch.testing.assert_close(distill[w]["loss"], plain[w]["mse"] + 0.5 * distill[w]["distill"])
+        torch.testing.assert_close(only[w]["loss"], 0.5 * only[w]["distill"])
+        assert not torch.allclose(plain[w]["loss"], distill[w]["loss"])
+    assert not torch.allclose(g_plain, g_distill) and not torch.allclose(g_distill, g_only)
+    # gradients of all widths add up: the sum of per-width backward passes equals one backward of the summed loss
+    model.zero_grad()
+    sum(model(noisy, t, labels, width=w).sample.sub(target).pow(2).mean() for w in widths).backward()
+    torch.testing.assert_close(torch.cat([p.grad.flatten() for p in model.parameters()]), g_plain)
+    with pytest.raises(ValueError, match="decreasing"):
+        sandwich_losses(model, (0.25, 1.0), noisy, t, target, labels)
+
+
+def test_batches_are_disjoint_across_processes_and_restart_exactly():
+    one = ShardedBatchSampler(100, 8, seed=3)
+    shards = [ShardedBatchSampler(100, 4, num_processes=2, process_index=r, seed=3) for r in range(2)]
+    for k in range(30):  # spans several epochs (12 global batches each)
+        a, b = shards[0].indices(k), shards[1].indices(k)
+        assert not set(a) & set(b) and a + b == one.indices(k)
+    later = iter(ShardedBatchSampler(100, 8, seed=3, start=17))
+    assert [next(later) for _ in range(3)] == [one.indices(k) for k in (17, 18, 19)]
+    assert ShardedBatchSampler(100, 8, seed=4).indices(0) != one.indices(0)
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        ShardedBatchSampler(10, 8, num_processes=2)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoints and resume
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_resume_is_exact(tmp_path):
+    """2N steps straight == N steps, stop, resume N more: model, optimizer and EMA, with random sandwich draws,
+    label dropout, model dropout and gradient accumulation all in play."""
+    cfg = _config(sandwich_widths=3, gradient_accumulation_steps=2, label_dropout=0.3, checkpoint_every=100,
+                  sample_images=0)
+    cfg = dataclasses.replace(cfg, model=dict(cfg.model, dropout=0.1))
+    straight = SlimmableTrainer(cfg, tmp_path / "a", max_steps=4, progress=False).train()
+    first = SlimmableTrainer(cfg, tmp_path / "b", max_steps=2, progress=False).train()
+    assert first.step == 2 and (tmp_path / "b/checkpoints/step-00000002").is_dir()
+    resumed = SlimmableTrainer(cfg, tmp_path / "b", max_steps=4, resume=True, progress=False)
+    assert resumed.step == 2 and resumed.resumed_from.name == "step-00000002"
+    result = resumed.train()
+    assert result.step == 4 and result.steps_this_run == 2
+    for name in ("model.safetensors",):
+        a = load_file(tmp_path / "a/checkpoints/step-00000004" / name)
+        b = load_file(tmp_path / "b/checkpoints/step-00000004" / name)
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    ema_a = load_file(tmp_path / "a/model/diffusion_pytorch_model.safetensors")
+    ema_b = load_file(tmp_path / "b/model/diffusion_pytorch_model.safetensors")
+    for k in ema_a:
+        torch.testing.assert_close(ema_a[k], ema_b[k], rtol=0, atol=1e-6)
+    model_a = load_file(tmp_path / "a/checkpoints/step-00000004/model.safetensors")
+    assert any(not torch.equal(model_a[k], ema_a[k]) for k in ema_a)  # the EMA really is another set of weights
+    log_a, log_b = RunDirectory(tmp_path / "a").read_log(), RunDirectory(tmp_path / "b").read_log()
+    assert [r["step"] for r in log_b] == [1, 2, 3, 4]
+    for ra, rb in zip(log_a, log_b):
+        assert {k: v for k, v in ra.items() if k != "it_per_s"} == {k: v for k, v in rb.items() if k != "it_per_s"}
+
+
+def test_checkpoints_are_renamed_into_place_and_pruned(tmp_path):
+    run = RunDirectory(tmp_path)
+    assert run.latest_checkpoint() is None
+    for step in (2, 4):
+        run.checkpoint_path(step).mkdir(parents=True)
+    (run.checkpoints / ".tmp-step-00000006").mkdir()  # a crash while writing step 6
+    assert run.latest_checkpoint().name == "step-00000004"  # no pointer: the newest complete one
+    (run.checkpoints / "latest").write_text("step-00000002\n")
+    assert run.latest_checkpoint().name == "step-00000002"  # the pointer wins
+    (run.checkpoints / "latest").write_text("step-00000009\n")  # pointing at nothing: fall back
+    assert run.latest_checkpoint().name == "step-00000004"
+
+    trainer = SlimmableTrainer(_config(checkpoint_every=1, keep_checkpoints=2, sample_images=0), tmp_path / "run",
+                               max_steps=3, progress=False)
+    (tmp_path / "run/checkpoints/.tmp-step-00000001").mkdir(parents=True)  # stale, from a crashed run
+    trainer.train()
+    names = sorted(p.name for p in (tmp_path / "run/checkpoints").iterdir())
+    assert names == ["latest", "step-00000002", "step-00000003"]
+    assert (tmp_path / "run/checkpoints/latest").read_text().strip() == "step-00000003"
+    with pytest.raises(FileExistsError, match="--resume"):  # never train over a run by accident
+        SlimmableTrainer(_config(), tmp_path / "run", progress=False)
+
+
+class _PoisonedDigits(torch.utils.data.Dataset):
+    """The digits, with NaN images at the indices of micro-batch ``k`` of the training order (seed 0)."""
+
+    def __init__(self, k: int, batch_size: int = 8):
+        from ddsm.data import load_dataset
+
+        self.base = load_dataset("digits", image_size=8, channels=1)
+        self.num_classes = self.base.num_classes
+        self.poisoned = set(ShardedBatchSampler(len(self.base), batch_size, seed=0).indices(k))
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        image, label = self.base[i]
+        return (torch.full_like(image, float("nan")) if i in self.poisoned else image), label
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    import ddsm.training
+
+    monkeypatch.setattr(ddsm.training, "dataset_for_training", lambda config, autoencoder=None: _PoisonedDigits(2))
+    config = _write_config(tmp_path / "c.yaml", _raw(batch_size=8, max_steps=5, checkpoint_every=2, sample_images=0))
+    out = tmp_path / "run"
+    code = _script("train_slimmable").main(["--config", str(config), "--output-dir", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "step 3" in err and "not finite" in err and "step-00000002" in err and "--resume" in err
+    assert (out / "checkpoints/latest").read_text().strip() == "step-00000002"
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step-00000002"]
+    assert not (out / "model").exists()
+    weights = load_file(out / "checkpoints/step-00000002/model.safetensors")
+    assert all(torch.isfinite(v).all() for v in weights.values())
+    with pytest.raises(TrainingDiverged):  # and the library raises its own exception type
+        SlimmableTrainer(_config(max_steps=3), tmp_path / "lib", dataset=_PoisonedDigits(0), progress=False).train()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Several processes, dense start, latent diffusion
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train_and_save_once(tmp_path):
+    config = _write_config(tmp_path / "c.yaml", _raw(batch_size=4, max_steps=3, checkpoint_every=2, sample_images=4))
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           str(ROOT / "train/train_slimmable.py"), "--config", str(config), "--output-dir", str(out), "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("2 process(es) (MULTI_CPU") == 1  # both processes up; only the main one prints
+    assert "batch 4 per process x 2 x 1 accumulation = 8" in proc.stdout
+    assert [r["step"] for r in RunDirectory(out).read_log()] == [1, 2, 3]  # logged once, not once per process
+    ckpt = out / "checkpoints/step-00000003"
+    assert (ckpt / "random_states_0.pkl").is_file() and (ckpt / "random_states_1.pkl").is_file()
+    assert not list((out / "checkpoints").glob(".tmp-*"))
+    assert len(list((out / "samples").glob("*.png"))) == 4
+    model = SlimmableUNet.from_pretrained(out / "model")
+    assert model.width_choices == WIDTHS
+
+
+def _dense_unet(path: Path):
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(1)
+    dense = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+                        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D",
+                        "UpBlock2D"), norm_num_groups=4, attention_head_dim=4, num_class_embeds=10)
+    with torch.no_grad():
+        for p in dense.parameters():
+            p.normal_(0, 0.1)
+    dense.save_pretrained(path)
+    return dense.eval()
+
+
+def test_init_from_dense_reproduces_the_dense_model_at_full_width(tmp_path):
+    dense = _dense_unet(tmp_path / "dense")
+    raw = _raw(max_steps=1, sample_images=0)
+    raw["model"] = dict(raw["model"], block_out_channels=[32, 32], width_choices=[0.5, 1.0])  # replaced by dense's
+    trainer = SlimmableTrainer(ExperimentConfig.from_dict(raw), tmp_path / "run", init_from=tmp_path / "dense",
+                               progress=False)
+    g = torch.Generator().manual_seed(0)
+    x, t, y = torch.randn(3, 1, 8, 8, generator=g), torch.tensor([1, 40, 99]), torch.tensor([0, 4, 9])
+    with torch.no_grad():
+        want = dense(x, t, class_labels=y).sample
+        got = trainer.unwrapped.eval()(x, t, class_labels=y, width=1.0).sample
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    trainer.train()
+    saved = load_config(tmp_path / "run/config.yaml").model  # the resolved config records the converted model
+    assert saved["block_out_channels"] == [8, 16] and saved["width_choices"] == [0.5, 1.0]
+    assert saved["attention_head_dim"] == 4 and saved["num_classes"] == 10
+    assert SlimmableUNet.from_pretrained(tmp_path / "run/model").width_choices == (0.5, 1.0)
+    with pytest.raises(FileNotFoundError, match="not a diffusers UNet2DModel directory"):
+        SlimmableTrainer(_config(), tmp_path / "other", init_from=tmp_path / "nothing", progress=False)
+
+
+def _latent_raw(tmp_path: Path) -> dict:
+    raw = _raw(max_steps=2, checkpoint_every=2, sample_every=2, sample_images=4, sample_steps=2)
+    raw["model"] = dict(raw["model"], sample_size=4, in_channels=2, out_channels=2, attention_resolutions=[2])
+    raw["vae"] = dict(block_out_channels=[8, 8], latent_channels=2, layers_per_block=1, norm_num_groups=4,
+                      batch_size=8, max_steps=3, checkpoint_every=3, log_every=1, scale_images=64)
+    raw["autoencoder"] = str(tmp_path / "vae/autoencoder")
+    return raw
+
+
+def test_latent_run_trains_end_to_end(tmp_path):
+    from diffusers import AutoencoderKL
+
+    config = _write_config(tmp_path / "latent.yaml", _latent_raw(tmp_path))
+    assert _script("train_autoencoder").main(["--config", str(config), "--no-progress"]) == 0  # default output
+    vae = AutoencoderKL.from_pretrained(tmp_path / "vae/autoencoder")
+    assert vae.config.latent_channels == 2 and vae.config.sample_size == 8
+    assert vae.config.scaling_factor != 1.0 and vae.config.scaling_factor > 0
+    assert (tmp_path / "vae/samples/recon-step-00000003.png").is_file()
+    assert [r["step"] for r in RunDirectory(tmp_path / "vae").read_log()] == [1, 2, 3]
+
+    out = tmp_path / "unet"
+    assert _script("train_slimmable").main(["--config", str(config), "--output-dir", str(out), "--no-progress"]) == 0
+    model = SlimmableUNet.from_pretrained(out / "model")
+    assert (model.config.in_channels, model.config.sample_size) == (2, 4)
+    assert AutoencoderKL.from_pretrained(out / "autoencoder").config.scaling_factor == vae.config.scaling_factor
+    from PIL import Image
+
+    with Image.open(out / "samples/step-00000002_w1.00.png") as grid:  # decoded: 8 px digits (x4), not latents
+        assert grid.size == (4 * (2 + 2 * (8 + 2)),) * 2 and grid.mode == "L"  # 2x2 grid, scaled x4
+
+
+def test_latent_shape_mismatch_is_a_clear_error(tmp_path, capsys):
+    raw = _latent_raw(tmp_path)
+    config = _write_config(tmp_path / "latent.yaml", raw)
+    assert _script("train_autoencoder").main(["--config", str(config), "--max-steps", "1", "--no-progress"]) == 0
+    raw["model"] = dict(raw["model"], in_channels=1, out_channels=1, sample_size=8)
+    bad = _write_config(tmp_path / "bad.yaml", raw)
+    assert _script("train_slimmable").main(["--config", str(bad), "--output-dir", str(tmp_path / "u")]) == 2
+    err = capsys.readouterr().err
+    assert "latents of shape (2, 4, 4)" in err and "in_channels=1 (latents need 2)" in err
+    assert "sample_size=8 (latents need 4)" in err
+    raw["autoencoder"] = str(tmp_path / "missing")
+    assert _script("train_slimmable").main(["--config", str(_write_config(tmp_path / "m.yaml", raw))]) == 2
+    assert "not an AutoencoderKL directory" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The CLI
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("script", ["train_slimmable", "train_autoencoder"])
+def test_cli_help(script):
+    proc = subprocess.run([sys.executable, str(ROOT / "train" / f"{script}.py"), "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0
+    for flag in ("--config", "--output-dir", "--resume", "--max-steps"):
+        assert flag in proc.stdout
+    if script == "train_slimmable":
+        assert "--init-from" in proc.stdout and "--dry-run" in proc.stdout
+
+
+def test_cli_rejects_bad_input(tmp_path, capsys):
+    main = _script("train_slimmable").main
+    assert main(["--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+    raw = _raw()
+    raw["train"]["learning_rat"] = 0.1
+    assert main(["--config", str(_write_config(tmp_path / "typo.yaml", raw))]) == 2
+    assert "learning_rat" in capsys.readouterr().err
+    raw = _raw(distill_only=True)
+    assert main(["--config", str(_write_config(tmp_path / "d.yaml", raw))]) == 2
+    assert "distill_weight" in capsys.readouterr().err
+    assert main(["--config", str(_write_config(tmp_path / "ok.yaml", _raw())), "--max-steps", "0"]) == 2
+    assert "--max-steps 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main([])
+    assert e.value.code == 2
+
+
+def test_cli_end_to_end_writes_the_run(tmp_path, capsys):
+    config = _write_config(tmp_path / "tiny.yaml", _raw(max_steps=4, checkpoint_every=2, sample_every=2,
+                                                          distill_weight=0.5))
+    out = tmp_path / "run"
+    main = _script("train_slimmable").main
+    assert main(["--config", str(config), "--output-dir", str(out), "--dry-run"]) == 0
+    assert "1 process(es)" in capsys.readouterr().out and not out.exists()
+    assert main(["--config", str(config), "--output-dir", str(out), "--no-progress"]) == 0
+    model = SlimmableUNet.from_pretrained(out / "model")
+    assert model.config.num_classes == 10
+    from diffusers import DDPMScheduler
+
+    assert DDPMScheduler.from_pretrained(out / "scheduler").config.num_train_timesteps == 100
+    resolved = load_config(out / "config.yaml")
+    assert resolved.train.max_steps == 4 and resolved.train.distill_weight == 0.5
+    assert resolved.model["norm_eps"] == 1e-6  # the model section is resolved too, defaults filled in
+    assert config_sha256(resolved.model) == model.config_sha256  # so schedule fingerprints match the saved model
+    log = RunDirectory(out).read_log()
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert {f"loss/{w}" for w in WIDTHS} | {"distill/0.25", "lr", "it_per_s"} <= set(log[-1])
+    grids = sorted(p.name for p in (out / "samples").glob("*.png"))
+    assert grids == [f"step-0000000{s}_w{w:.2f}.png" for s in (2, 4) for w in WIDTHS]
+    # extend the finished run: --resume with a larger --max-steps
+    assert main(["--config", str(config), "--output-dir", str(out), "--resume", "--max-steps", "5",
+                 "--no-progress"]) == 0
+    assert [r["step"] for r in RunDirectory(out).read_log()] == [1, 2, 3, 4, 5]
+    assert load_config(out / "config.yaml").train.max_steps == 5
+    changed = _raw(max_steps=6)
+    changed["model"]["block_out_channels"] = [16, 16]
+    code = main(["--config", str(_write_config(tmp_path / "changed.yaml", changed)), "--output-dir", str(out),
+                 "--resume"])
+    assert code == 2 and "model section differs" in capsys.readouterr().err
