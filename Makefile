@@ -20,5 +20,9 @@ venv: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# FORCE=1 redoes every stage; otherwise finished stages are reused and interrupted ones resume.
+demo: $(STAMP)
+	$(PY) eval/demo.py $(if $(FORCE),--force)
+
 clean-venv:
 	rm -rf $(VENV)

@@ -1,0 +1,40 @@
+#!/usr/bin/env python
+"""The whole pipeline on the embedded MNIST digits (make demo): train, search at budget 0.5, evaluate, report.
+
+    python eval/demo.py                      # runs/demo/report.md; finished stages are reused
+    python eval/demo.py --force              # redo every stage
+"""
+
+import argparse
+import sys
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="configs/mnist.yaml", help="experiment YAML (default configs/mnist.yaml)")
+    p.add_argument("--output-dir", default="runs/demo", help="where everything goes (default runs/demo)")
+    p.add_argument("--max-steps", type=int, help="training steps (default: the config's train.max_steps)")
+    p.add_argument("--eval-samples", type=int, default=250, help="images per run in the final evaluation")
+    p.add_argument("--inception-reference", type=int, default=500,
+                   help="real images for the Inception reference statistics (cached)")
+    p.add_argument("--no-inception", action="store_true", help="skip Inception FID (the slowest metric on a CPU)")
+    p.add_argument("--force", action="store_true", help="redo every stage even if its outputs exist")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    if args.eval_samples < 2:
+        p.error(f"--eval-samples must be at least 2 (got {args.eval_samples})")
+
+    from ddsm.cli import fail
+    from ddsm.demo import DemoSettings, run_demo
+
+    try:
+        run_demo(DemoSettings(config=args.config, output_dir=args.output_dir, max_steps=args.max_steps,
+                              eval_samples=args.eval_samples, inception_reference=args.inception_reference,
+                              inception=not args.no_inception, force=args.force, progress=not args.no_progress))
+    except (ValueError, OSError) as e:
+        return fail(e)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
