@@ -45,7 +45,8 @@ from .evaluation import FeatureSpace, balanced_labels
 from .sampling import SampleResult, SkipPolicy, build_scheduler, sample
 from .schedule import Schedule, ScheduleError
 from .stepsaver import DEFAULT_CANDIDATES, StepSaver, StepSaverSampleResult, sample_per_condition
-from .utils import atomic_path, atomic_write, atomic_write_json
+from .images import new_figure, save_figure
+from .utils import atomic_write, atomic_write_json
 
 __all__ = ["METHODS", "BenchmarkError", "BenchmarkJob", "SkipTuning", "StitchedUNet", "budget_status",
            "uniform_width_for_budget", "fewer_steps_for_budget", "ramp_for_budget", "tune_skip_delta",
@@ -955,15 +956,10 @@ _STYLES = {"uniform": ("s", "tab:gray"), "fewer_steps": ("^", "tab:green"), "tst
 def plot_benchmark(report: dict, path) -> Path:
     """Quality vs MACs ratio, one marker per method (joined across budgets): FID (Inception if computed, else
     domain) on the left when available, SSIM to the full model on the right."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     qkey = _quality_key(report)
     panels = ([(qkey, _quality_name(report, qkey) + " (lower is better)")] if qkey else []) + [
         ("ssim", "SSIM to the full model (higher is better)")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.6), squeeze=False)
+    fig, axes = new_figure(1, len(panels), figsize=(6.2 * len(panels), 4.6), squeeze=False)
     for ax, (key, name) in zip(axes[0], panels):
         full = report["full"]
         if full.get(key) is not None:
@@ -982,11 +978,7 @@ def plot_benchmark(report: dict, path) -> Path:
     axes[0][-1].legend(fontsize=7, loc="best")
     fig.suptitle(f"{report['scheduler']}, {report['num_steps']} steps, {report['num_samples']} samples "
                  f"(dotted: budgets)", fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def write_benchmark(report: dict, out_dir, artefacts: Optional[Mapping[str, Any]] = None) -> Dict[str, Path]:

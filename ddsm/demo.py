@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
-from .utils import PathLike, atomic_write, atomic_write_json
+from .utils import atomic_write, atomic_write_json
 
 __all__ = ["DemoSettings", "run_demo"]
 

@@ -11,7 +11,7 @@ import torch
 
 from .utils import PathLike, atomic_path
 
-__all__ = ["to_uint8", "make_grid", "save_grid", "save_grids_side_by_side"]
+__all__ = ["to_uint8", "make_grid", "save_grid", "save_grids_side_by_side", "new_figure", "save_figure"]
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -46,22 +46,34 @@ def save_grid(images: torch.Tensor, path: PathLike, nrow: Optional[int] = None, 
     return Path(path)
 
 
-def save_grids_side_by_side(groups: Sequence[torch.Tensor], titles: Sequence[str], path: PathLike,
-                            nrow: Optional[int] = None) -> Path:
-    """One figure with a titled grid per group (e.g. full width vs step-aware, same seeds)."""
+def new_figure(*args, **kwargs):
+    """``plt.subplots`` on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 4.4), squeeze=False)
+    return plt.subplots(*args, **kwargs)
+
+
+def save_figure(fig, path: PathLike, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
+    return Path(path)
+
+
+def save_grids_side_by_side(groups: Sequence[torch.Tensor], titles: Sequence[str], path: PathLike,
+                            nrow: Optional[int] = None) -> Path:
+    """One figure with a titled grid per group (e.g. full width vs step-aware, same seeds)."""
+    fig, axes = new_figure(1, len(groups), figsize=(4 * len(groups), 4.4), squeeze=False)
     for ax, imgs, title in zip(axes[0], groups, titles):
         grid = make_grid(imgs, nrow)
         ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255)
         ax.set_title(title, fontsize=10)
         ax.axis("off")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)

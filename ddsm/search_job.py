@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 from . import __version__
 from .evaluation import METRICS, FeatureSpace, ScheduleEvaluator
@@ -23,7 +23,8 @@ from .macs import macs_table
 from .sampling import build_scheduler
 from .schedule import Schedule
 from .search import SearchError, SearchResult, SearchSettings, SearchSpace, evolve
-from .utils import atomic_path, atomic_write_json
+from .images import new_figure, save_figure
+from .utils import atomic_write_json
 
 __all__ = ["SearchJob", "run_search", "plot_pareto", "plot_schedule"]
 
@@ -165,12 +166,7 @@ def _summary(result: SearchResult, baselines, seconds, job: SearchJob, evaluator
 
 
 def plot_pareto(summary: dict, path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = new_figure(figsize=(6.4, 4.4))
     front = sorted(summary["front"], key=lambda c: c["macs_ratio"])
     ax.plot([c["macs_ratio"] for c in front], [c["quality"] for c in front], "o-", color="tab:blue",
             label="searched" + (" (Pareto front)" if summary["mode"] == "nsga2" else " (top candidates)"))
@@ -191,20 +187,11 @@ def plot_pareto(summary: dict, path) -> Path:
     ax.set_title(f"{summary['scheduler']}, {summary['num_steps']} steps")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_schedule(schedule: Schedule, path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3))
+    fig, ax = new_figure(figsize=(7, 3))
     steps = list(range(len(schedule)))
     ax.step(steps, schedule.widths, where="mid", color="tab:blue")
     ax.fill_between(steps, schedule.widths, step="mid", alpha=0.2)
@@ -218,8 +205,4 @@ def plot_schedule(schedule: Schedule, path) -> Path:
     sec.set_xticks(ticks)
     sec.set_xticklabels([f"t={schedule.timesteps[i]:g}" for i in ticks], fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)

@@ -21,7 +21,6 @@ Shape comments use B = batch, C = channels, H, W = spatial size, T = time-embedd
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
