@@ -411,3 +411,22 @@ def test_cli_end_to_end_writes_the_run(tmp_path, capsys):
     code = main(["--config", str(_write_config(tmp_path / "changed.yaml", changed)), "--output-dir", str(out),
                  "--resume"])
     assert code == 2 and "model section differs" in capsys.readouterr().err
+
+
+def test_train_cost_benchmark_reports_both_steps(tmp_path, capsys):
+    import json
+
+    spec = importlib.util.spec_from_file_location("train_cost", ROOT / "eval" / "train_cost.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path = _write_config(tmp_path / "tiny.yaml", _raw(sandwich_widths=3))
+    assert module.main(["--config", str(path), "--batch", "4", "--rounds", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    # 3 widths: the full, the smallest and one of the two middle widths on average
+    from ddsm.macs import macs_table
+
+    table = macs_table(_tiny_model())
+    expected = table[1.0] + table[0.25] + (table[0.5] + table[0.75]) / 2
+    assert out["macs_ratio"] == pytest.approx(expected / table[1.0])
+    assert out["plain_seconds"] > 0 and out["sandwich_seconds"] > 0
+    assert module.main(["--config", str(tmp_path / "missing.yaml")]) == 2
