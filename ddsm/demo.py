@@ -149,7 +149,7 @@ def _demo_markdown(r: dict, pareto: dict, schedule, timings: dict, losses: dict,
         "| | full width | step-aware |", "|---|---:|---:|",
         f"| MACs per image | {r['full']['macs_per_image'] / 1e6:,.0f} M | {r['step_aware']['macs_per_image'] / 1e6:,.0f} M "
         f"({r['step_aware']['macs_ratio']:.2f}x) |",
-        f"| wall clock per image ({threads} threads) | {r['full']['seconds_per_image'] * 1e3:.1f} ms | "
+        f"| wall clock per image ({threads} thread{'s' if threads > 1 else ''}) | {r['full']['seconds_per_image'] * 1e3:.1f} ms | "
         f"{r['step_aware']['seconds_per_image'] * 1e3:.1f} ms ({r['speedup']:.2f}x faster) |",
     ]
     if "domain_fid_full" in m:
