@@ -66,20 +66,21 @@ def atomic_savez(path: PathLike, **arrays: np.ndarray) -> Path:
     return atomic_write(path, buf.getvalue())
 
 
+def to_plain(value: Any) -> Any:
+    """JSON-ready copy: mappings -> dicts with str keys, tuples -> lists, numpy scalars -> Python numbers."""
+    if isinstance(value, Mapping):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
 def canonical_config(config: Mapping[str, Any]) -> dict:
     """The part of a diffusers-style config that defines the model: private keys (``_class_name``,
     ``_diffusers_version``, ``_name_or_path``...) dropped, tuples turned into lists."""
-
-    def plain(v: Any) -> Any:
-        if isinstance(v, Mapping):
-            return {str(k): plain(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        if isinstance(v, np.generic):
-            return v.item()
-        return v
-
-    return {k: plain(v) for k, v in config.items() if not str(k).startswith("_")}
+    return {k: to_plain(v) for k, v in config.items() if not str(k).startswith("_")}
 
 
 def config_sha256(config: Mapping[str, Any]) -> str:

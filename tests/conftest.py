@@ -15,6 +15,16 @@ def _isolated_cache(tmp_path_factory):
     yield
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread; with two, OpenMP spin-waits whenever another process holds a core of
+    a shared 2-core machine (forwards then take 10-100x longer). Use with ``pytestmark``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny_unet_kwargs(**overrides):
     """A tiny class-conditional slimmable UNet (16 px, three levels, attention at 8 px and in the middle)."""
     kw = dict(sample_size=16, in_channels=1, out_channels=1, block_out_channels=(16, 32, 32), layers_per_block=1,

@@ -19,14 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STEPS = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread; with two, OpenMP spin-waits whenever another process holds a core of
-    this shared 2-core machine (forwards then take 100x longer)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _script(path):

@@ -18,14 +18,7 @@ from ddsm.stepsaver import (StepSaver, StepSaverError, min_steps, remap_to_steps
 DDIM = "DDIMScheduler"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread; with two, OpenMP spin-waits whenever another process holds a core of
-    this shared 2-core machine (forwards then take 100x longer)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def exponential_curves(taus, candidates):

@@ -22,13 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WIDTHS = (0.25, 0.5, 0.75, 1.0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread, and stay fast on a machine shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _raw(**train):
@@ -153,7 +147,7 @@ def test_resume_is_exact(tmp_path):
     cfg = _config(sandwich_widths=3, gradient_accumulation_steps=2, label_dropout=0.3, checkpoint_every=100,
                   sample_images=0)
     cfg = dataclasses.replace(cfg, model=dict(cfg.model, dropout=0.1))
-    straight = SlimmableTrainer(cfg, tmp_path / "a", max_steps=4, progress=False).train()
+    assert SlimmableTrainer(cfg, tmp_path / "a", max_steps=4, progress=False).train().step == 4
     first = SlimmableTrainer(cfg, tmp_path / "b", max_steps=2, progress=False).train()
     assert first.step == 2 and (tmp_path / "b/checkpoints/step-00000002").is_dir()
     resumed = SlimmableTrainer(cfg, tmp_path / "b", max_steps=4, resume=True, progress=False)

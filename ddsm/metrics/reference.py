@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from ..utils import atomic_savez, default_cache_dir
+from ..utils import atomic_savez, default_cache_dir, to_plain
 from .fid import feature_stats
 
 FORMAT = "ddsm-reference-stats"
@@ -37,22 +37,12 @@ class ReferenceStatsMismatchError(ValueError):
     """A stored reference statistic was made under a different key than the one asked for."""
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def normalize_key(key: Mapping[str, Any]) -> Dict[str, Any]:
     """Check that ``key`` has every required field and is JSON-representable; return it as plain JSON types."""
     missing = [k for k in REQUIRED_KEYS if k not in key]
     if missing:
         raise ValueError(f"reference-stats key lacks {missing}; required fields: {list(REQUIRED_KEYS)}")
-    plain = _plain(key)
+    plain = to_plain(key)
     try:
         json.dumps(plain, allow_nan=False)
     except (TypeError, ValueError) as e:
