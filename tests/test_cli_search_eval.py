@@ -98,3 +98,12 @@ def test_evaluate_cli_writes_both_reports(run_dir, tmp_path):
     md = (tmp_path / "report" / "report.md").read_text()
     assert "domain FID" in md and "Speed-up" in md
     assert (tmp_path / "report" / "grid.png").is_file()
+
+
+def test_real_fid_cli_domain_only(capsys):
+    code = _script("eval/real_fid.py").main(["--dataset", "mnist-5k", "--num-samples", "200", "--no-inception"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["num_samples"] == [200, 200] and out["domain_features"].startswith("mnist-5k-16px")
+    assert 0 < out["domain_fid"] < 100  # two real halves: small, far below real vs noise (thousands)
+    assert _script("eval/real_fid.py").main(["--dataset", "nope"]) == 2

@@ -276,3 +276,22 @@ def test_two_processes_give_the_single_process_images(model, tmp_path):
     single = sample(model, DDPMScheduler(), [1.0, 0.5, 0.25, 0.5] * 2, seeds=range(7), class_labels=list(range(7)),
                     batch_size=7, progress=False)
     np.testing.assert_allclose(np.load(tmp_path / "mp.npy"), single.images.numpy(), rtol=0, atol=1e-5)
+
+
+def test_scheduler_table_cli(model, tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("scheduler_table", ROOT / "eval" / "scheduler_table.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    model.save_pretrained(tmp_path / "model")
+    Schedule.ramp(model, DDIMScheduler(), 0.25, 1.0, 0.5, num_inference_steps=6).save(tmp_path / "s.json")
+    assert cli.main(["--model", str(tmp_path / "model"), "--schedule", str(tmp_path / "s.json"), "--num-samples", "2",
+                     "--schedulers", "DDIMScheduler", "EulerDiscreteScheduler", "--output",
+                     str(tmp_path / "t.json")]) == 0
+    rows = json.loads((tmp_path / "t.json").read_text())
+    assert [r["plan"] for r in rows] == ["full width", "schedule"] * 2
+    table = macs_table(model)
+    assert rows[1]["macs_ratio"] == pytest.approx((3 * table[0.25] + 3 * table[1.0]) / (6 * table[1.0]))
+    assert "| DDIMScheduler |" in capsys.readouterr().out
+    assert cli.main(["--model", str(tmp_path / "model"), "--schedule", str(tmp_path / "none.json")]) == 2
