@@ -15,13 +15,13 @@ def fail(error: BaseException, code: int = 2) -> int:
     return code
 
 
-def load_model(model_dir: PathLike):
-    """A SlimmableUNet from a save_pretrained directory, with a clear error when it is not one."""
+def load_model(model_dir: PathLike, flag: str = "--model"):
+    """A SlimmableUNet from a save_pretrained directory, with a clear error (naming ``flag``) when it is not one."""
     from .unet import SlimmableUNet
 
     path = Path(model_dir)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"--model {str(path)!r} is not a SlimmableUNet directory (no config.json there); "
+        raise FileNotFoundError(f"{flag} {str(path)!r} is not a SlimmableUNet directory (no config.json there); "
                                 "expected the model/ folder that train/train_slimmable.py writes")
     return SlimmableUNet.from_pretrained(path).eval()
 

@@ -98,10 +98,7 @@ def main(argv=None) -> int:
             inception=not args.no_inception, inception_samples=args.inception_samples,
             inception_weights=args.inception_weights,
             inception_reference_samples=args.inception_reference_samples)
-        if args.small_dense and not (Path(args.small_dense) / "config.json").is_file():
-            raise FileNotFoundError(f"--small-dense {args.small_dense!r} is not a SlimmableUNet directory (no "
-                                    "config.json there)")
-        small = load_model(args.small_dense) if args.small_dense else None
+        small = load_model(args.small_dense, flag="--small-dense") if args.small_dense else None
         stepsaver = StepSaver.load(args.stepsaver) if args.stepsaver else None
         autoencoder = load_autoencoder(cfg.autoencoder)
         out = Path(args.output_dir) if args.output_dir else Path(args.model).parent / "benchmark"
