@@ -41,8 +41,8 @@ import torch
 from torch import nn
 
 from . import __version__
-from .evaluation import FeatureSpace, balanced_labels
-from .sampling import SampleResult, SkipPolicy, build_scheduler, sample
+from .evaluation import FeatureSpace
+from .sampling import SampleResult, SkipPolicy, balanced_labels, build_scheduler, sample
 from .schedule import Schedule, ScheduleError
 from .stepsaver import DEFAULT_CANDIDATES, StepSaver, StepSaverSampleResult, sample_per_condition
 from .images import new_figure, save_figure

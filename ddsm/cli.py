@@ -73,7 +73,11 @@ def default_labels(model, num: int, label: Optional[int] = None):
         return None
     if label is not None and not 0 <= label < k:
         raise ValueError(f"--class-label {label}: expected 0..{k - 1}")
-    return [label if label is not None else i % k for i in range(num)]
+    if label is not None:
+        return [label] * num
+    from .sampling import balanced_labels
+
+    return balanced_labels(model, num)
 
 
 def load_run_config(model_dir: PathLike, config_path: Optional[PathLike] = None):

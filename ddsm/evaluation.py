@@ -24,18 +24,12 @@ import torch
 from .data import load_dataset
 from .metrics import (InceptionFeatures, extract_features, feature_stats, fidelity_summary, frechet_distance,
                       kernel_inception_distance, load_or_compute_reference_stats, load_or_train_domain_classifier)
-from .sampling import SampleResult, SkipPolicy, build_scheduler, sample
+from .sampling import SampleResult, SkipPolicy, balanced_labels, build_scheduler, sample
 
 __all__ = ["METRICS", "FeatureSpace", "ScheduleEvaluator", "balanced_labels", "evaluate_schedule",
            "write_report"]
 
 METRICS = ("domain_fid", "domain_kid", "inception_fid", "fidelity")
-
-
-def balanced_labels(model, n: int) -> Optional[List[int]]:
-    """Labels 0..K-1 cycled for a class-conditional model (None for an unconditional one)."""
-    k = model.config.num_classes
-    return [i % k for i in range(n)] if k else None
 
 
 @dataclass

@@ -23,7 +23,7 @@ from torch import nn
 from .unet import SlimmableUNet, StaticSubnet
 from .utils import PathLike, atomic_write_json, default_cache_dir
 
-__all__ = ["sdpa_macs", "count_macs", "macs_table", "MACS_CACHE_VERSION"]
+__all__ = ["sdpa_macs", "count_macs", "fvcore_macs", "macs_table", "MACS_CACHE_VERSION"]
 
 MACS_CACHE_VERSION = 1
 
@@ -57,20 +57,23 @@ class _AtWidth(nn.Module):
 def count_macs(net: Union[SlimmableUNet, StaticSubnet], width: Optional[float] = None,
                include_attention: bool = True) -> int:
     """MACs of one forward of ``net`` (a supernet at ``width``, or a static subnet) on ONE sample."""
-    from fvcore.nn import FlopCountAnalysis
-
     cfg = net.cfg if isinstance(net, StaticSubnet) else net.config
     param = next(net.parameters())
     sample = torch.zeros(1, cfg.in_channels, cfg.sample_size, cfg.sample_size, dtype=param.dtype, device=param.device)
     timestep = torch.ones(1, dtype=torch.long, device=param.device)
-    wrapper = _AtWidth(net, 1.0 if width is None else width).eval()
+    return fvcore_macs(_AtWidth(net, 1.0 if width is None else width), (sample, timestep), include_attention)
+
+
+def fvcore_macs(module: nn.Module, inputs: tuple, include_attention: bool = True) -> int:
+    """fvcore's count for ``module(*inputs)`` (eval mode, no grad), with our attention handle when asked."""
+    from fvcore.nn import FlopCountAnalysis
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python ints in shapes
-        analysis = FlopCountAnalysis(wrapper, (sample, timestep))
+        analysis = FlopCountAnalysis(module.eval(), inputs)
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         logging.getLogger("fvcore").setLevel(logging.ERROR)
-        handle = sdpa_macs if include_attention else None
-        analysis.set_op_handle("aten::scaled_dot_product_attention", handle)
+        analysis.set_op_handle("aten::scaled_dot_product_attention", sdpa_macs if include_attention else None)
         with torch.no_grad():
             return int(analysis.total())
 

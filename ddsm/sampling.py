@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from .schedule import Schedule, ScheduleError
 
-__all__ = ["SkipPolicy", "SampleResult", "sample", "resolve_widths", "build_scheduler", "SCHEDULERS"]
+__all__ = ["SkipPolicy", "SampleResult", "sample", "balanced_labels", "resolve_widths", "build_scheduler", "SCHEDULERS"]
 
 SCHEDULERS = ("DDPMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler", "EulerDiscreteScheduler",
               "EulerAncestralDiscreteScheduler", "UniPCMultistepScheduler", "PNDMScheduler")
@@ -109,6 +109,12 @@ class SampleResult:
                     seconds_per_image=self.seconds_per_image,
                     mean_computed_steps=float(self.computed.sum(1).mean()) if self.computed.size else 0.0,
                     num_steps=len(self.widths))
+
+
+def balanced_labels(model, n: int) -> Optional[List[int]]:
+    """Labels 0..K-1 cycled for ``n`` samples of a class-conditional model (None for an unconditional one)."""
+    k = model.config.num_classes
+    return [i % k for i in range(n)] if k else None
 
 
 def resolve_widths(model, scheduler, schedule: Union[Schedule, float, Sequence[float]],
@@ -288,9 +294,7 @@ def decode_macs(autoencoder, unet_config) -> int:
     """MACs of decoding one latent with ``autoencoder`` (fvcore; counted once per autoencoder and shape)."""
     key = (id(autoencoder), unet_config.in_channels, unet_config.sample_size)
     if key not in _DECODE_MACS:
-        import warnings
-
-        from fvcore.nn import FlopCountAnalysis
+        from .macs import fvcore_macs
 
         class _Decode(torch.nn.Module):
             def __init__(self, vae):
@@ -300,14 +304,8 @@ def decode_macs(autoencoder, unet_config) -> int:
             def forward(self, z):
                 return self.vae.decode(z).sample
 
+        param = next(autoencoder.parameters())
         z = torch.zeros(1, unet_config.in_channels, unet_config.sample_size, unet_config.sample_size,
-                        dtype=next(autoencoder.parameters()).dtype, device=next(autoencoder.parameters()).device)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            analysis = FlopCountAnalysis(_Decode(autoencoder).eval(), (z,))
-            analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-            from .macs import sdpa_macs
-
-            analysis.set_op_handle("aten::scaled_dot_product_attention", sdpa_macs)
-            _DECODE_MACS[key] = int(analysis.total())
+                        dtype=param.dtype, device=param.device)
+        _DECODE_MACS[key] = fvcore_macs(_Decode(autoencoder), (z,))
     return _DECODE_MACS[key]

@@ -8,7 +8,6 @@ when the scheduler's timesteps differ from the schedule's). Prints a markdown ta
 """
 
 import argparse
-import json
 import sys
 
 DEFAULT = ["DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "EulerDiscreteScheduler"]
@@ -56,7 +55,7 @@ def main(argv=None) -> int:
             rows.append(dict(scheduler=name, plan=plan_name, macs_per_image=r.macs_per_image,
                              macs_ratio=r.macs_per_image / r.full_macs_per_image,
                              ms_per_image=1e3 * r.seconds_per_image))
-    print(f"| scheduler | full width: MACs / ms per image | schedule: MACs (ratio) / ms per image |")
+    print("| scheduler | full width: MACs / ms per image | schedule: MACs (ratio) / ms per image |")
     print("|---|---:|---:|")
     for full, ours in zip(rows[::2], rows[1::2]):
         print(f"| {full['scheduler']} | {full['macs_per_image'] / 1e6:,.0f} M / {full['ms_per_image']:.1f} | "
