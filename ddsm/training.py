@@ -429,9 +429,9 @@ class SlimmableTrainer:
         output_dir: the run directory (:class:`RunDirectory`).
         resume: continue from the newest complete checkpoint in ``output_dir`` (none there: start at step 0).
         max_steps: overrides ``train.max_steps`` (e.g. to extend a finished run with ``resume``).
-        init_from: a local diffusers ``UNet2DModel`` directory to start from (converted with
-            ``SlimmableUNet.from_dense``; the model section becomes the converted model's config, keeping
-            ``width_choices`` and ``channel_divisor``).
+        init_from: a local diffusers ``UNet2DModel`` directory (converted with ``SlimmableUNet.from_dense``) or
+            a ``SlimmableUNet`` folder (e.g. a dense run with ``width_choices: [1.0]``) to start from; the model
+            section becomes the converted model's config, keeping ``width_choices`` and ``channel_divisor``).
         dataset: a data set to train on instead of the config's ``data`` section (``dataset[i] -> (image, label)``).
         accelerator: an ``accelerate.Accelerator`` (default: :func:`make_accelerator`).
         progress: show a progress bar (main process).
@@ -759,16 +759,25 @@ def _to_builtin(v):
 
 
 def _load_dense(path: PathLike, model_section: Mapping):
+    """A supernet to start from: a diffusers ``UNet2DModel`` folder (converted with ``SlimmableUNet.from_dense``)
+    or a ``SlimmableUNet`` folder (e.g. a dense model trained here with ``width_choices: [1.0]``), whose full-width
+    weights are kept and re-sliced at the config's ``width_choices`` / ``channel_divisor``."""
     from diffusers import UNet2DModel
 
     from .unet import SlimmableUNet
 
     path = Path(path)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"--init-from {str(path)!r} is not a diffusers UNet2DModel directory "
-                                "(no config.json there); expected a folder written by UNet2DModel.save_pretrained")
-    dense = UNet2DModel.from_pretrained(path, local_files_only=True)
+        raise FileNotFoundError(f"--init-from {str(path)!r} is not a model directory (no config.json there); "
+                                "expected a folder written by UNet2DModel.save_pretrained or SlimmableUNet")
     kwargs = {k: model_section[k] for k in ("width_choices", "channel_divisor") if k in model_section}
+    if json.loads((path / "config.json").read_text()).get("_class_name") == SlimmableUNet.__name__:
+        source = SlimmableUNet.from_pretrained(path, local_files_only=True)
+        config = {k: v for k, v in source.config.items() if not k.startswith("_")}
+        model = SlimmableUNet(**{**config, **kwargs})
+        model.load_state_dict(source.state_dict())
+        return model
+    dense = UNet2DModel.from_pretrained(path, local_files_only=True)
     return SlimmableUNet.from_dense(dense, **kwargs)
 
 

@@ -289,8 +289,26 @@ def test_init_from_dense_reproduces_the_dense_model_at_full_width(tmp_path):
     assert saved["block_out_channels"] == [8, 16] and saved["width_choices"] == [0.5, 1.0]
     assert saved["attention_head_dim"] == 4 and saved["num_classes"] == 10
     assert SlimmableUNet.from_pretrained(tmp_path / "run/model").width_choices == (0.5, 1.0)
-    with pytest.raises(FileNotFoundError, match="not a diffusers UNet2DModel directory"):
+    with pytest.raises(FileNotFoundError, match="not a model directory"):
         SlimmableTrainer(_config(), tmp_path / "other", init_from=tmp_path / "nothing", progress=False)
+
+
+def test_init_from_a_dense_slimmable_unet_keeps_its_weights_and_takes_the_config_widths(tmp_path):
+    """A dense model trained here (width_choices [1.0]) starts a supernet: same full-width outputs, new widths."""
+    torch.manual_seed(2)
+    raw = _raw(max_steps=1, sample_images=0)
+    dense = SlimmableUNet(**dict(raw["model"], width_choices=[1.0])).eval()
+    dense.save_pretrained(tmp_path / "dense")
+    trainer = SlimmableTrainer(ExperimentConfig.from_dict(raw), tmp_path / "run", init_from=tmp_path / "dense",
+                               progress=False)
+    net = trainer.unwrapped.eval()
+    assert net.width_choices == WIDTHS
+    g = torch.Generator().manual_seed(0)
+    x, t, y = torch.randn(2, 1, 8, 8, generator=g), torch.tensor([3, 70]), torch.tensor([1, 8])
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, t, class_labels=y, width=1.0).sample, dense(x, t, class_labels=y).sample)
+        narrow = net(x, t, class_labels=y, width=min(WIDTHS)).sample
+    assert narrow.shape == x.shape and not torch.allclose(narrow, dense(x, t, class_labels=y).sample)
 
 
 def _latent_raw(tmp_path: Path) -> dict:

@@ -24,8 +24,9 @@ def main(argv=None) -> int:
                    help="continue from the newest complete checkpoint in --output-dir (none: start at step 0)")
     p.add_argument("--max-steps", type=int, help="train this many optimiser steps in total (overrides "
                    "train.max_steps; with --resume, extends a finished run)")
-    p.add_argument("--init-from", metavar="DENSE_DIR", help="start from a local diffusers UNet2DModel directory, "
-                   "converted to a supernet (the config's width_choices and channel_divisor are kept)")
+    p.add_argument("--init-from", metavar="DENSE_DIR", help="start from a local diffusers UNet2DModel directory "
+                   "or a dense SlimmableUNet model/ folder (e.g. trained with width_choices [1.0]), converted to a "
+                   "supernet (the config's width_choices and channel_divisor are kept)")
     p.add_argument("--dry-run", action="store_true", help="validate the config, build everything, print a summary "
                    "and exit without training or writing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
