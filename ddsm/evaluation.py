@@ -29,7 +29,11 @@ from .sampling import SampleResult, SkipPolicy, balanced_labels, build_scheduler
 __all__ = ["METRICS", "FeatureSpace", "ScheduleEvaluator", "balanced_labels", "evaluate_schedule",
            "write_report"]
 
-METRICS = ("domain_fid", "domain_kid", "inception_fid", "fidelity")
+METRICS = ("domain_fid", "domain_kid", "inception_fid", "fidelity", "teacher_fid")
+"""Search metrics (lower is better): FID / KID to the real data in the data set's classifier features or in
+Inception features; ``fidelity`` = 1 - SSIM to the full model's images of the same seeds; ``teacher_fid`` = FID in
+the classifier's features between the candidate's and the full model's images of the same seeds (Flexiffusion's
+teacher-referenced FID: a distribution shift away from the full model, with the seed noise shared by both sides)."""
 
 
 @dataclass
@@ -114,11 +118,14 @@ class ScheduleEvaluator:
         self.seed, self.guidance_scale, self.batch_size = seed, guidance_scale, batch_size
         self.skip_policy, self.autoencoder, self.accelerator = skip_policy, autoencoder, accelerator
         self._full: Optional[torch.Tensor] = None
+        self._full_stats: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
 
     @property
     def metric_name(self) -> str:
         if self.metric == "fidelity":
             return "1 - SSIM to full-width samples"
+        if self.metric == "teacher_fid":
+            return f"FID to full-width samples ({self.features.name} features)"
         return f"{self.metric} ({self.features.name} features)"
 
     def run(self, widths: Sequence[float], n: int, skip_policy: Optional[SkipPolicy] = None) -> SampleResult:
@@ -139,6 +146,12 @@ class ScheduleEvaluator:
             return 1.0 - fidelity_summary(images, self.full_images(len(images)))["ssim"]
         if self.metric == "domain_kid":
             return self.features.fid_kid(images)[1]
+        if self.metric == "teacher_fid":
+            n = len(images)
+            if n not in self._full_stats:
+                self._full_stats[n] = feature_stats(self.features.features(self.full_images(n)))
+            mu, sigma = feature_stats(self.features.features(images))
+            return float(frechet_distance(mu, sigma, *self._full_stats[n]))
         return self.features.fid(images)
 
     def __call__(self, widths: List[float], n: int) -> Tuple[float, int]:

@@ -114,7 +114,7 @@ def run_search(model, job: SearchJob, scheduler_config: dict, accelerator=None, 
         metrics = dict(metric=job.metric, value=result.best.quality, metric_name=evaluator.metric_name,
                        num_samples=result.best.num_samples, sample_seeds=[job.sample_seed,
                                                                           job.sample_seed + result.best.num_samples - 1])
-        if job.metric.endswith("fid"):
+        if job.metric in ("domain_fid", "inception_fid"):
             metrics.update(fid=result.best.quality, fid_features=features.name)
         provenance = dict(tool_version=__version__, search=dict(
             budget=job.budget if job.budget_macs is None else None, budget_macs=budget, seed=job.seed,

@@ -24,7 +24,9 @@ def main(argv=None) -> int:
     p.add_argument("--config", help="experiment YAML (default: config.yaml beside the model folder)")
     p.add_argument("--output", help="schedule JSON to write (default: <run>/search/schedule.json)")
     p.add_argument("--resume", action="store_true", help="continue from checkpoint.json beside --output")
-    p.add_argument("--metric", help="quality metric: domain_fid, domain_kid, inception_fid or fidelity")
+    p.add_argument("--metric", help="quality metric: domain_fid, domain_kid, inception_fid, "
+                   "fidelity (1 - SSIM to the full model, same seeds) or teacher_fid (classifier-feature FID to the "
+                   "full model's samples of the same seeds)")
     p.add_argument("--mode", choices=["single", "nsga2"], default="single",
                    help="single: best schedule under the budget; nsga2: the quality-MACs Pareto front")
     p.add_argument("--scheduler", help="diffusers scheduler class to search for (default: config sampling)")
