@@ -92,6 +92,7 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1
     ema_decay: float = 0.995
     sandwich_widths: int = 4          # widths per step: largest + smallest + (n-2) random others
+    full_width_steps: int = 0         # the first steps train the largest width alone (a dense warm-up), then sandwich
     distill_weight: float = 0.0       # in-place distillation: weight of the MSE to the full width's prediction
     distill_only: bool = False        # small widths learn only from the full width (no ground-truth loss)
     label_dropout: float = 0.1        # class-conditional models: share of labels replaced by the null class
@@ -109,7 +110,7 @@ class TrainConfig:
                      "checkpoint_every", "sample_every", "sample_steps", "log_every", "keep_checkpoints"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"[train] {name}={getattr(self, name)}: expected a positive int")
-        for name in ("warmup_steps", "sample_images", "num_workers"):
+        for name in ("warmup_steps", "sample_images", "num_workers", "full_width_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"[train] {name}={getattr(self, name)}: expected an int >= 0")
         if not 0.0 <= self.ema_decay < 1.0:

@@ -6,7 +6,8 @@ One optimisation step (DDSM, following the sandwich rule of slimmable networks /
    noise ``eps ~ N(0, I)``, and for class-conditional models replace a share ``label_dropout`` of the labels by the
    null class (classifier-free guidance);
 2. pick the widths of this step: the largest, the smallest and ``sandwich_widths - 2`` others drawn at random
-   (:func:`sandwich_widths`);
+   (:func:`sandwich_widths`); during the first ``full_width_steps`` steps, the largest width alone (a dense warm-up
+   that the narrower widths then inherit, as once-for-all's progressive shrinking starts from the full network);
 3. for each width, on the *same* ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`` (DDPM eq. 4), regress the target
    (``eps`` for epsilon prediction, DDPM eq. 14) and back-propagate; the gradients of all widths add up. With
    in-place distillation the narrower widths also (or, ``distill_only``, instead) regress the largest width's
@@ -519,7 +520,8 @@ class SlimmableTrainer:
         space = "latent" if self.autoencoder is not None else "pixel"
         lines = [
             f"ddsm: sandwich-rule training of a {n_params / 1e6:.2f} M-parameter slimmable UNet "
-            f"(widths {list(self.widths)}, {min(tc.sandwich_widths, len(self.widths))} per step, "
+            f"(widths {list(self.widths)}, {min(tc.sandwich_widths, len(self.widths))} per step"
+            + (f" after {tc.full_width_steps} full-width steps" if tc.full_width_steps else "") + ", "
             f"{space} space)",
             f"  {world} process(es) ({acc.distributed_type.value}, device {acc.device}, "
             f"mixed precision {acc.mixed_precision}); batch {tc.batch_size} per process x {world} x "
@@ -553,7 +555,8 @@ class SlimmableTrainer:
         target = {"epsilon": noise, "sample": x0}.get(self.noise_scheduler.config.prediction_type)
         if target is None:
             target = self.noise_scheduler.get_velocity(x0, noise, t)
-        widths = sandwich_widths(self.widths, tc.sandwich_widths, step_generator(tc.seed, _STREAM_SANDWICH, k))
+        per_step = 1 if k // tc.gradient_accumulation_steps < tc.full_width_steps else tc.sandwich_widths
+        widths = sandwich_widths(self.widths, per_step, step_generator(tc.seed, _STREAM_SANDWICH, k))
         torch.manual_seed(step_seed(tc.seed, _STREAM_TORCH, k, acc.process_index))  # dropout inside the model
         return sandwich_losses(self.model, widths, noisy, t, target, class_labels,
                                distill_weight=tc.distill_weight, distill_only=tc.distill_only,

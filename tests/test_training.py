@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ddsm.config import ExperimentConfig, load_config
+from ddsm.config import ConfigError, ExperimentConfig, load_config
 from ddsm.training import (RunDirectory, ShardedBatchSampler, SlimmableTrainer, TrainingDiverged, sandwich_losses,
                            sandwich_widths, step_generator)
 from ddsm.unet import SlimmableUNet
@@ -170,6 +170,20 @@ def test_resume_is_exact(tmp_path):
     assert [r["step"] for r in log_b] == [1, 2, 3, 4]
     for ra, rb in zip(log_a, log_b):
         assert {k: v for k, v in ra.items() if k != "it_per_s"} == {k: v for k, v in rb.items() if k != "it_per_s"}
+
+
+def test_full_width_steps_train_the_largest_width_alone_then_the_sandwich(tmp_path):
+    cfg = _config(max_steps=4, full_width_steps=2, sandwich_widths=3, gradient_accumulation_steps=2,
+                  checkpoint_every=100, sample_images=0)
+    trainer = SlimmableTrainer(cfg, tmp_path / "run", progress=False)
+    assert "after 2 full-width steps" in trainer.describe()
+    trainer.train()
+    log = RunDirectory(tmp_path / "run").read_log()
+    widths = [sorted(float(k.split("/")[1]) for k in r if k.startswith("loss/")) for r in log]
+    assert widths[:2] == [[1.0], [1.0]]
+    assert all(len(w) == 3 and w[0] == min(WIDTHS) and w[-1] == 1.0 for w in widths[2:])
+    with pytest.raises(ConfigError, match="full_width_steps=-1"):
+        _config(full_width_steps=-1)
 
 
 def test_checkpoints_are_renamed_into_place_and_pruned(tmp_path):
