@@ -642,8 +642,9 @@ class SlimmableTrainer:
                 window.reset()
                 if acc.is_main_process:
                     run.append_log(record)
-                bar.set_postfix(loss=f"{record.get(_key('loss', self.widths[0]), float('nan')):.4f}",
-                                smallest=f"{record.get(_key('loss', self.widths[-1]), float('nan')):.4f}")
+                shown = {"loss": self.widths[0], "smallest": self.widths[-1]}  # the warm-up trains the largest only
+                bar.set_postfix({name: f"{record[_key('loss', w)]:.4f}" for name, w in shown.items()
+                                 if _key("loss", w) in record})
             if step % tc.checkpoint_every == 0 or step == tc.max_steps:
                 run.save_checkpoint(acc, step, tc.keep_checkpoints)
             if tc.sample_images and (step % tc.sample_every == 0 or step == tc.max_steps):
