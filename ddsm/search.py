@@ -267,7 +267,10 @@ def _rng_from_json(data) -> random.Random:
 
 
 def initial_genomes(space: SearchSpace, budget: int, count: int, rng: random.Random) -> List[List[int]]:
-    """Uniform widths that fit the budget, small-then-large ramps at the budget, then random feasible genomes."""
+    """Uniform widths that fit the budget; with skips, evenly spaced computed genes at one width (fewer sampling
+    steps, written as skips: with DDIM a skipped step that reuses the last noise prediction is exactly a longer
+    step); small-then-large ramps at the budget; then random feasible genomes. So the baselines a schedule must beat
+    start inside the population, and elitism keeps the best of them."""
     opts = space.options
     out: List[List[int]] = []
 
@@ -281,6 +284,16 @@ def initial_genomes(space: SearchSpace, budget: int, count: int, rng: random.Ran
         g = [o] * n
         if space.cost(g) <= budget:
             add(g)
+    if space.allow_skip:  # the most evenly spaced genes of one width that fit (gene 0 always computed)
+        for o in reversed(nonzero):
+            if space.cost([o] * n) <= budget:
+                continue  # the uniform genome is in already
+            for k in range(n - 1, 0, -1):
+                kept = {round(i * n / k) for i in range(k)}
+                g = [o if i in kept else 0 for i in range(n)]
+                if space.cost(g) <= budget:
+                    add(g)
+                    break
     for s in nonzero:  # ramps: the first k genes small, the rest large, with the most large genes that fit
         for big in reversed(nonzero):
             if big <= s:

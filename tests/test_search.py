@@ -111,6 +111,14 @@ def test_initial_population_has_uniform_and_ramps():
     assert any(g[0] < g[-1] and len(set(g)) == 2 for g in pop)        # a small-then-large ramp
 
 
+def test_initial_population_with_skips_holds_fewer_steps_at_full_width():
+    space = SearchSpace.build(MACS, num_steps=10, allow_skip=True)            # options: skip, 0.25, 0.5, 0.75, 1.0
+    pop = initial_genomes(space, int(0.5 * space.full_cost), 12, random.Random(0))
+    assert [4, 0] * 5 in pop                                                  # 5 of 10 steps at full width
+    assert [3, 3, 3, 0, 3, 3, 3, 0, 3, 3] in pop                              # the most 0.75 steps that fit: 8 x 60
+    assert all(g[0] != 0 and space.cost(g) <= 0.5 * space.full_cost for g in pop)
+
+
 def test_resume_after_interruption_gives_identical_result(tmp_path):
     target = [0.5] * 6 + [1.0] * 6
     space = SearchSpace.build(MACS, num_steps=12)
