@@ -70,9 +70,10 @@ def save_figure(fig, path: PathLike, dpi: int = 120) -> Path:
 def save_grids_side_by_side(groups: Sequence[torch.Tensor], titles: Sequence[str], path: PathLike,
                             nrow: Optional[int] = None) -> Path:
     """One figure with a titled grid per group (e.g. full width vs step-aware, same seeds)."""
-    fig, axes = new_figure(1, len(groups), figsize=(4 * len(groups), 4.4), squeeze=False)
-    for ax, imgs, title in zip(axes[0], groups, titles):
-        grid = make_grid(imgs, nrow)
+    grids = [make_grid(imgs, nrow) for imgs in groups]
+    aspect = max(g.shape[0] / g.shape[1] for g in grids)  # height / width: size the figure to the grids, no margins
+    fig, axes = new_figure(1, len(groups), figsize=(4 * len(groups), 4 * aspect + 0.4), squeeze=False)
+    for ax, grid, title in zip(axes[0], grids, titles):
         ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255)
         ax.set_title(title, fontsize=10)
         ax.axis("off")
