@@ -140,9 +140,12 @@ def _final_losses(log: Path) -> Dict[str, float]:
 def _demo_markdown(r: dict, pareto: dict, schedule, timings: dict, losses: dict, widths_png, threads: int) -> str:
     m = r["metrics"]
     best = pareto["best"]
+    acc = m.get("domain_classifier_accuracy")
+    widths = sorted(schedule.width_choices)
     lines = [
-        "# ddsm demo: a step-aware slimmable UNet on MNIST digits", "",
-        "One weight-shared UNet was trained at four widths with the sandwich rule; an evolutionary search then "
+        "# ddsm demo: a step-aware slimmable UNet", "",
+        f"One weight-shared UNet was trained at {len(widths)} widths ({', '.join(f'{w:g}' for w in widths)}) with "
+        "the sandwich rule; an evolutionary search then "
         f"chose, for each of the {r['num_steps']} {r['scheduler']} steps, the width to run under a budget of "
         f"{pareto['budget_ratio']:.2f} of the full model's MACs. The table compares that step-aware schedule with "
         f"the full-width model on {r['num_samples']} held-out seeds (seeds the search never saw).", "",
@@ -162,9 +165,9 @@ def _demo_markdown(r: dict, pareto: dict, schedule, timings: dict, losses: dict,
         f"| fidelity to full (PSNR / SSIM) | - | {r['fidelity']['psnr']:.2f} dB / {r['fidelity']['ssim']:.3f} |", "",
         "What the numbers mean: MACs count one UNet forward per step for one image (fvcore, attention included). "
         "FID at a few hundred samples is biased upwards; compare the two columns, not against published FIDs. "
-        "Domain FID uses a small MNIST classifier's features (held-out accuracy "
-        f"{m.get('domain_classifier_accuracy', float('nan')):.3f}), not Inception. Fidelity compares each image "
-        "with the full model's image of the same seed.", "",
+        "Domain FID uses the features of a small classifier trained on the data set"
+        + (f" (held-out accuracy {acc:.3f})" if acc is not None else "") + ", not Inception. Fidelity compares "
+        "each image with the full model's image of the same seed.", "",
         f"Search: {pareto['evaluations']} candidate evaluations, {pareto['unet_forwards']:,} single-image UNet "
         f"forwards, {pareto['search_seconds'] / 60:.1f} min; metric {pareto['metric_name']} on "
         f"{best['num_samples']} samples: {best['quality']:.3f} at {best['macs_ratio']:.2f} of full MACs "

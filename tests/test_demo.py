@@ -1,0 +1,84 @@
+"""make demo's code path (eval/demo.py -> ddsm.demo.run_demo), shortened: a tiny model on the 8x8 digits, a small
+search, no Inception. Checks every file the demo promises, and that a second run reuses the finished stages."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _RandomFeatures(torch.nn.Module):
+    """A fixed random conv net standing in for the domain classifier (whose own tests train it)."""
+
+    name = "random-conv-test-features"
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(1, 8, 3, stride=2)
+
+    def forward(self, x):
+        return self.conv(x).mean((2, 3))
+
+
+@pytest.fixture
+def demo_main(monkeypatch):
+    from ddsm.evaluation import FeatureSpace
+
+    def domain(cls, dataset, resolution, channels, progress=True, **kw):
+        return cls(_RandomFeatures(), dataset, "train", resolution, channels, reference_samples=64,
+                   progress=False, **kw)
+
+    monkeypatch.setattr(FeatureSpace, "domain", classmethod(domain))
+    spec = importlib.util.spec_from_file_location("demo_script", ROOT / "eval" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def _config(path: Path) -> Path:
+    raw = {
+        "name": "tiny-demo",
+        "model": dict(sample_size=8, in_channels=1, out_channels=1, block_out_channels=[8, 16], layers_per_block=1,
+                      attention_resolutions=[4], attention_head_dim=4, norm_num_groups=4, num_classes=10,
+                      width_choices=[0.25, 0.5, 1.0], channel_divisor=2),
+        "data": {"name": "digits"},
+        "diffusion": {"num_train_timesteps": 100},
+        "train": dict(batch_size=8, max_steps=6, full_width_steps=2, sandwich_widths=3, warmup_steps=1,
+                      checkpoint_every=3, sample_every=3, sample_images=10, sample_steps=3, log_every=1),
+        "sampling": {"num_inference_steps": 6, "batch_size": 16},
+        "search": dict(budget=0.5, metric="fidelity", allow_skip=True, population=4, generations=1,
+                       num_samples=4, final_samples=6, top_k=1),
+    }
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_shortened_demo_writes_every_promised_file_and_reuses_finished_stages(tmp_path, demo_main, capsys,
+                                                                               one_thread):
+    config, out = _config(tmp_path / "demo.yaml"), tmp_path / "demo"
+    args = ["--config", str(config), "--output-dir", str(out), "--eval-samples", "8", "--no-inception",
+            "--no-progress"]
+    assert demo_main(args) == 0
+    for name in ("report.md", "report.json", "grid.png", "pareto.png", "schedule.png", "timings.json",
+                 "search/schedule.json", "train/model/config.json"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert sorted(p.name for p in (out / "train/samples").glob("*.png"))[-1] == "step-00000006_w1.00.png"
+    report = json.loads((out / "report.json").read_text())
+    assert report["evaluation"]["step_aware"]["macs_ratio"] <= 0.5
+    md = (out / "report.md").read_text()
+    assert "full width" in md and "step-aware" in md and "grid.png" in md
+    first = capsys.readouterr().out
+    assert "reused" not in first
+
+    schedule_before = (out / "search/schedule.json").read_text()
+    assert demo_main(args) == 0
+    second = capsys.readouterr().out
+    assert second.count("done before, reused") == 3                          # train, search, evaluate
+    assert (out / "search/schedule.json").read_text() == schedule_before
+    assert json.loads((out / "timings.json").read_text())["train"] > 0      # first run's stage times kept
