@@ -27,7 +27,7 @@ class _RandomFeatures(torch.nn.Module):
 
 
 @pytest.fixture
-def demo_main(monkeypatch):
+def fake_domain(monkeypatch):
     from ddsm.evaluation import FeatureSpace
 
     def domain(cls, dataset, resolution, channels, progress=True, **kw):
@@ -35,10 +35,18 @@ def demo_main(monkeypatch):
                    progress=False, **kw)
 
     monkeypatch.setattr(FeatureSpace, "domain", classmethod(domain))
-    spec = importlib.util.spec_from_file_location("demo_script", ROOT / "eval" / "demo.py")
+
+
+def _main(script: str):
+    spec = importlib.util.spec_from_file_location(script + "_script", ROOT / "eval" / f"{script}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.main
+
+
+@pytest.fixture
+def demo_main(fake_domain):
+    return _main("demo")
 
 
 def _config(path: Path) -> Path:
@@ -82,3 +90,23 @@ def test_shortened_demo_writes_every_promised_file_and_reuses_finished_stages(tm
     assert second.count("done before, reused") == 3                          # train, search, evaluate
     assert (out / "search/schedule.json").read_text() == schedule_before
     assert json.loads((out / "timings.json").read_text())["train"] > 0      # first run's stage times kept
+
+
+def test_widths_cli_scores_every_width_against_the_full_one(tmp_path, fake_domain, capsys, one_thread):
+    from ddsm.config import load_config
+
+    config = _config(tmp_path / "demo.yaml")
+    torch.manual_seed(0)
+    load_config(config).build_model().save_pretrained(tmp_path / "run/model")
+    main = _main("widths")
+    out = tmp_path / "widths.json"
+    args = ["--model", str(tmp_path / "run/model"), "--config", str(config), "--num-samples", "6", "--no-progress"]
+    assert main(args + ["--fewer-steps", "3", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["label"] for r in rows] == ["width 1", "width 0.5", "width 0.25", "width 1, 3 steps"]
+    assert rows[0]["ssim"] == pytest.approx(1.0) and all(r["ssim"] < 1 for r in rows[1:])
+    assert rows[0]["macs_ratio"] == 1 and rows[-1]["macs_ratio"] == pytest.approx(0.5)
+    assert rows[1]["macs_ratio"] < 1 and all(r["domain_fid"] > 0 for r in rows)
+    assert "| width 0.25" in capsys.readouterr().out
+    assert main(args + ["--fewer-steps", "6"]) == 2                             # not fewer than the 6 steps
+    assert "expected step counts in 1..5" in capsys.readouterr().err

@@ -1,0 +1,83 @@
+#!/usr/bin/env python
+"""How good is each width of a supernet? Samples the same held-out seeds at every uniform width (and with fewer
+full-width steps) and prints domain FID / KID to the real data, SSIM / PSNR to the full width and MACs.
+
+    python eval/widths.py --model runs/demo/train/model
+    python eval/widths.py --model runs/demo/train/model --num-samples 256 --fewer-steps 25 --json widths.json
+
+Use it to compare training recipes (sandwich from scratch, a dense warm-up, --init-from, distillation) before
+searching: a schedule can only be as good as the widths it mixes. Exit codes: 0 done, 2 bad input.
+"""
+
+import argparse
+import json
+import sys
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="SlimmableUNet directory (the model/ folder of a training run)")
+    p.add_argument("--config", help="experiment YAML (default: config.yaml beside the model folder)")
+    p.add_argument("--num-samples", type=int, default=256, help="images per row (default 256)")
+    p.add_argument("--seed", type=int, default=10_000, help="seeds SEED..SEED+N-1 (default 10000, held out)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the config's sampling.num_inference_steps)")
+    p.add_argument("--fewer-steps", type=int, nargs="*", help="also full width with these step counts "
+                   "(default: half the steps)")
+    p.add_argument("--json", help="also write the rows to this JSON file (atomically)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    if args.num_samples < 2:
+        p.error(f"--num-samples must be at least 2 (got {args.num_samples})")
+
+    from tqdm.auto import tqdm
+
+    from ddsm.cli import fail, load_model, load_run_config
+    from ddsm.evaluation import FeatureSpace
+    from ddsm.macs import macs_table
+    from ddsm.metrics import fidelity_summary
+    from ddsm.sampling import balanced_labels, build_scheduler, sample
+    from ddsm.utils import atomic_write_json
+
+    try:
+        model = load_model(args.model).eval()
+        cfg = load_run_config(args.model, args.config)
+        steps = args.steps or cfg.sampling.num_inference_steps
+        fewer = args.fewer_steps if args.fewer_steps is not None else [max(1, steps // 2)]
+        if steps < 1 or any(not 1 <= n < steps for n in fewer):
+            raise ValueError(f"--fewer-steps {fewer}: expected step counts in 1..{steps - 1} (below --steps {steps})")
+        space = FeatureSpace.domain(cfg.data.name, model.config.sample_size, model.config.in_channels,
+                                    progress=not args.no_progress, root=cfg.data.root)
+    except (ValueError, OSError) as e:
+        return fail(e)
+
+    table = macs_table(model)
+    full_w = max(model.width_choices)
+    seeds = range(args.seed, args.seed + args.num_samples)
+    runs = [(f"width {w:g}", w, steps) for w in sorted(model.width_choices, reverse=True)]
+    runs += [(f"width {full_w:g}, {n} steps", full_w, n) for n in fewer]
+    rows, full = [], None
+    for label, width, n in tqdm(runs, desc="widths", disable=args.no_progress):
+        scheduler = build_scheduler(cfg.sampling.scheduler, cfg.diffusion.scheduler_config())
+        images = sample(model, scheduler, width, seeds=seeds, num_inference_steps=n,
+                        class_labels=balanced_labels(model, args.num_samples),
+                        guidance_scale=cfg.sampling.guidance_scale, progress=False).images
+        full = images if full is None else full
+        fid, kid = space.fid_kid(images)
+        fidelity = fidelity_summary(images, full)
+        rows.append(dict(label=label, width=width, steps=n, macs_ratio=table[width] * n / (table[full_w] * steps),
+                         domain_fid=fid, domain_kid=kid, ssim=fidelity["ssim"], psnr=fidelity["psnr"]))
+    print(f"{args.num_samples} samples per row (seeds {seeds.start}..{seeds.stop - 1}), {cfg.sampling.scheduler}, "
+          f"domain features {space.name}")
+    print(f"| {'row':<24} | MACs ratio | domain FID | domain KID | SSIM to full | PSNR |")
+    print(f"|{'-' * 26}|-----------:|-----------:|-----------:|-------------:|-----:|")
+    for r in rows:
+        print(f"| {r['label']:<24} | {r['macs_ratio']:10.3f} | {r['domain_fid']:10.2f} | {r['domain_kid']:10.4f} | "
+              f"{r['ssim']:12.3f} | {r['psnr']:4.1f} |")
+    if args.json:
+        atomic_write_json(args.json, dict(model=args.model, num_samples=args.num_samples, seed=args.seed,
+                                          steps=steps, features=space.name, rows=rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
