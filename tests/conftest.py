@@ -44,3 +44,29 @@ def tiny_unet():
         for p in model.parameters():
             p.normal_(0, 0.2)
     return model.eval()
+
+
+class _RandomFeatures(torch.nn.Module):
+    """A fixed random conv net as the feature network: trains nothing, so the test skips the ~20 s of training the
+    domain classifier on a CPU (that classifier has its own tests) but still runs the real FID code."""
+
+    name = "random-conv-test-features"
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(1, 8, 3, stride=2)
+
+    def forward(self, x):
+        return self.conv(x).mean((2, 3))
+
+
+@pytest.fixture
+def fast_domain_features(monkeypatch):
+    from ddsm.evaluation import FeatureSpace
+
+    def domain(cls, dataset, resolution, channels, progress=True, **kw):
+        return cls(_RandomFeatures(), dataset, "train", resolution, channels, reference_samples=64,
+                   progress=False, **kw)
+
+    monkeypatch.setattr(FeatureSpace, "domain", classmethod(domain))

@@ -12,31 +12,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class _RandomFeatures(torch.nn.Module):
-    """A fixed random conv net standing in for the domain classifier (whose own tests train it)."""
-
-    name = "random-conv-test-features"
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = torch.nn.Conv2d(1, 8, 3, stride=2)
-
-    def forward(self, x):
-        return self.conv(x).mean((2, 3))
-
-
-@pytest.fixture
-def fake_domain(monkeypatch):
-    from ddsm.evaluation import FeatureSpace
-
-    def domain(cls, dataset, resolution, channels, progress=True, **kw):
-        return cls(_RandomFeatures(), dataset, "train", resolution, channels, reference_samples=64,
-                   progress=False, **kw)
-
-    monkeypatch.setattr(FeatureSpace, "domain", classmethod(domain))
-
-
 def _main(script: str):
     spec = importlib.util.spec_from_file_location(script + "_script", ROOT / "eval" / f"{script}.py")
     module = importlib.util.module_from_spec(spec)
@@ -45,7 +20,7 @@ def _main(script: str):
 
 
 @pytest.fixture
-def demo_main(fake_domain):
+def demo_main(fast_domain_features):
     return _main("demo")
 
 
@@ -92,7 +67,7 @@ def test_shortened_demo_writes_every_promised_file_and_reuses_finished_stages(tm
     assert json.loads((out / "timings.json").read_text())["train"] > 0      # first run's stage times kept
 
 
-def test_widths_cli_scores_every_width_against_the_full_one(tmp_path, fake_domain, capsys, one_thread):
+def test_widths_cli_scores_every_width_against_the_full_one(tmp_path, fast_domain_features, capsys, one_thread):
     from ddsm.config import load_config
 
     config = _config(tmp_path / "demo.yaml")
