@@ -776,11 +776,7 @@ def _load_dense(path: PathLike, model_section: Mapping):
                                 "expected a folder written by UNet2DModel.save_pretrained or SlimmableUNet")
     kwargs = {k: model_section[k] for k in ("width_choices", "channel_divisor") if k in model_section}
     if json.loads((path / "config.json").read_text()).get("_class_name") == SlimmableUNet.__name__:
-        source = SlimmableUNet.from_pretrained(path, local_files_only=True)
-        config = {k: v for k, v in source.config.items() if not k.startswith("_")}
-        model = SlimmableUNet(**{**config, **kwargs})
-        model.load_state_dict(source.state_dict())
-        return model
+        return SlimmableUNet.from_pretrained(path, local_files_only=True, **kwargs)  # kwargs override its config
     dense = UNet2DModel.from_pretrained(path, local_files_only=True)
     return SlimmableUNet.from_dense(dense, **kwargs)
 

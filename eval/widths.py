@@ -28,6 +28,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.num_samples < 2:
         p.error(f"--num-samples must be at least 2 (got {args.num_samples})")
+    if args.steps is not None and args.steps < 2:
+        p.error(f"--steps must be at least 2 (got {args.steps})")
 
     from tqdm.auto import tqdm
 
@@ -43,7 +45,7 @@ def main(argv=None) -> int:
         cfg = load_run_config(args.model, args.config)
         steps = args.steps or cfg.sampling.num_inference_steps
         fewer = args.fewer_steps if args.fewer_steps is not None else [max(1, steps // 2)]
-        if steps < 1 or any(not 1 <= n < steps for n in fewer):
+        if any(not 1 <= n < steps for n in fewer):
             raise ValueError(f"--fewer-steps {fewer}: expected step counts in 1..{steps - 1} (below --steps {steps})")
         space = FeatureSpace.domain(cfg.data.name, model.config.sample_size, model.config.in_channels,
                                     progress=not args.no_progress, root=cfg.data.root)
@@ -55,7 +57,7 @@ def main(argv=None) -> int:
     seeds = range(args.seed, args.seed + args.num_samples)
     runs = [(f"width {w:g}", w, steps) for w in sorted(model.width_choices, reverse=True)]
     runs += [(f"width {full_w:g}, {n} steps", full_w, n) for n in fewer]
-    rows, full = [], None
+    rows, full = [], None  # the first run is the full width: the others' fidelity reference
     for label, width, n in tqdm(runs, desc="widths", disable=args.no_progress):
         scheduler = build_scheduler(cfg.sampling.scheduler, cfg.diffusion.scheduler_config())
         images = sample(model, scheduler, width, seeds=seeds, num_inference_steps=n,
