@@ -4,12 +4,10 @@ One weight-shared slimmable UNet serves many widths; a search picks a width per 
 budget; samplers run that step-aware schedule with any diffusers scheduler.
 """
 
-__version__ = "0.1.0"
-
-from .unet import SlimmableUNet, StaticSubnet  # noqa: E402
-from .schedule import Schedule, ScheduleError  # noqa: E402
-from .sampling import SampleResult, SkipPolicy, sample  # noqa: E402
-from .pipeline import DDSMPipeline  # noqa: E402
+from .models import SlimmableUNet, StaticSubnet
+from .sampling import DDSMPipeline, SampleResult, SkipPolicy, sample
+from .schedules import Schedule, ScheduleError
+from .version import __version__
 
 __all__ = ["SlimmableUNet", "StaticSubnet", "Schedule", "ScheduleError", "SampleResult", "SkipPolicy", "sample",
            "DDSMPipeline", "__version__"]

@@ -17,7 +17,7 @@ def fail(error: BaseException, code: int = 2) -> int:
 
 def load_model(model_dir: PathLike, flag: str = "--model"):
     """A SlimmableUNet from a save_pretrained directory, with a clear error (naming ``flag``) when it is not one."""
-    from .unet import SlimmableUNet
+    from .models import SlimmableUNet
 
     path = Path(model_dir)
     if not (path / "config.json").is_file():

@@ -234,7 +234,7 @@ class ExperimentConfig:
 
     def build_model(self):
         """A freshly initialised SlimmableUNet of this config."""
-        from .unet import SlimmableUNet
+        from .models import SlimmableUNet
 
         return SlimmableUNet(**self.model)
 
@@ -251,7 +251,7 @@ def _plain(v: Any) -> Any:
 
 
 def _check_model_keys(model: Mapping[str, Any]) -> None:
-    from .unet import SlimmableUNet
+    from .models import SlimmableUNet
 
     params = set(inspect.signature(SlimmableUNet.__init__).parameters) - {"self"}
     unknown = sorted(set(model) - params)

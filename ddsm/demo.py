@@ -54,9 +54,9 @@ def run_demo(s: DemoSettings) -> Path:
 
     from .config import load_config
     from .evaluation import evaluate_schedule, write_report
-    from .schedule import Schedule
-    from .search_job import SearchJob, run_search
-    from .unet import SlimmableUNet
+    from .schedules import Schedule
+    from .search import SearchJob, run_search
+    from .models import SlimmableUNet
 
     out = Path(s.output_dir)
     train_dir, search_dir = out / "train", out / "search"

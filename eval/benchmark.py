@@ -79,7 +79,7 @@ def main(argv=None) -> int:
 
     from ddsm.benchmark import BenchmarkJob, load_schedules, resolve_sampler, run_benchmark, write_benchmark
     from ddsm.cli import fail, load_autoencoder, load_model, load_run_config
-    from ddsm.stepsaver import StepSaver
+    from ddsm.baselines import StepSaver
 
     try:
         model = load_model(args.model)

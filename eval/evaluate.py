@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     from ddsm.cli import fail, load_autoencoder, load_model, load_run_config
     from ddsm.evaluation import evaluate_schedule, write_report
     from ddsm.sampling import SkipPolicy
-    from ddsm.schedule import Schedule
+    from ddsm.schedules import Schedule
 
     try:
         model = load_model(args.model)

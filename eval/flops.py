@@ -26,7 +26,7 @@ def main(argv=None) -> int:
         p.error(f"--batch and --repeats must be positive (got {args.batch}, {args.repeats})")
 
     from ddsm.cli import fail, load_model_or_config
-    from ddsm.macs import width_report
+    from ddsm.models.macs import width_report
     from ddsm.utils import atomic_write_json
 
     try:

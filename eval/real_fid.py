@@ -29,7 +29,7 @@ def main(argv=None) -> int:
 
     from ddsm.cli import fail
     from ddsm.data import load_dataset
-    from ddsm.metrics import (InceptionFeatures, extract_features, feature_stats, frechet_distance,
+    from ddsm.evaluation.metrics import (InceptionFeatures, extract_features, feature_stats, frechet_distance,
                               kernel_inception_distance, load_or_train_domain_classifier)
 
     try:

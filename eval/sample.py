@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     from ddsm.cli import default_labels, fail, load_autoencoder, load_model, load_scheduler
     from ddsm.images import save_grid
     from ddsm.sampling import SkipPolicy, sample
-    from ddsm.schedule import Schedule
+    from ddsm.schedules import Schedule
     from ddsm.utils import atomic_savez, atomic_write_json
 
     try:

@@ -27,7 +27,7 @@ def main(argv=None) -> int:
 
     from ddsm.cli import default_labels, fail, load_model, load_scheduler
     from ddsm.sampling import build_scheduler, sample
-    from ddsm.schedule import Schedule
+    from ddsm.schedules import Schedule
     from ddsm.utils import atomic_write_json
 
     try:

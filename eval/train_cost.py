@@ -28,7 +28,7 @@ def main(argv=None) -> int:
 
     from ddsm.cli import fail
     from ddsm.config import load_config
-    from ddsm.macs import macs_table
+    from ddsm.models import macs_table
     from ddsm.training import sandwich_losses, sandwich_widths
 
     try:

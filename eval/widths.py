@@ -35,8 +35,8 @@ def main(argv=None) -> int:
 
     from ddsm.cli import fail, load_model, load_run_config
     from ddsm.evaluation import FeatureSpace
-    from ddsm.macs import macs_table
-    from ddsm.metrics import fidelity_summary
+    from ddsm.models import macs_table
+    from ddsm.evaluation.metrics import fidelity_summary
     from ddsm.sampling import balanced_labels, build_scheduler, sample
     from ddsm.utils import atomic_write_json
 

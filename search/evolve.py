@@ -49,7 +49,7 @@ def main(argv=None) -> int:
 
     from ddsm.cli import fail, load_autoencoder, load_model, load_run_config
     from ddsm.search import SearchError
-    from ddsm.search_job import SearchJob, run_search
+    from ddsm.search import SearchJob, run_search
 
     try:
         model = load_model(args.model)

@@ -36,7 +36,7 @@ def tiny_unet_kwargs(**overrides):
 
 @pytest.fixture
 def tiny_unet():
-    from ddsm.unet import SlimmableUNet
+    from ddsm.models import SlimmableUNet
 
     torch.manual_seed(0)
     model = SlimmableUNet(**tiny_unet_kwargs())

@@ -1,4 +1,4 @@
-"""eval/benchmark.py and ddsm.benchmark: budget selections, delta bisection, stitching, the end-to-end run."""
+"""eval/benchmark.py and ddsm.benchmark.runner: budget selections, delta bisection, stitching, the end-to-end run."""
 
 import json
 import math
@@ -10,9 +10,9 @@ from diffusers import DDIMScheduler
 
 from conftest import tiny_unet_kwargs
 from ddsm import Schedule, SlimmableUNet
-from ddsm.benchmark import (BenchmarkError, BenchmarkJob, StitchedUNet, _Runner, budget_status,
+from ddsm.benchmark.runner import (BenchmarkError, BenchmarkJob, StitchedUNet, _Runner, budget_status,
                             fewer_steps_for_budget, ramp_for_budget, tune_skip_delta, uniform_width_for_budget)
-from ddsm.macs import macs_table
+from ddsm.models import macs_table
 from ddsm.sampling import sample
 
 ROOT = Path(__file__).resolve().parents[1]

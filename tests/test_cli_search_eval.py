@@ -92,7 +92,7 @@ def test_evaluate_cli_writes_both_reports(run_dir, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["step_aware"]["macs_ratio"] == pytest.approx(schedule.with_macs(
-        __import__("ddsm.macs", fromlist=["macs_table"]).macs_table(model)).macs["ratio"])
+        __import__("ddsm.models.macs", fromlist=["macs_table"]).macs_table(model)).macs["ratio"])
     assert report["metrics"]["domain_features"].startswith("mnist-5k-16px")
     assert 0 < report["fidelity"]["ssim"] < 1
     md = (tmp_path / "report" / "report.md").read_text()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ddsm.evaluation import FeatureSpace, ScheduleEvaluator
-from ddsm.metrics import feature_stats, fidelity_summary, frechet_distance
+from ddsm.evaluation.metrics import feature_stats, fidelity_summary, frechet_distance
 
 SCHEDULER = ("DDIMScheduler", dict(num_train_timesteps=100, beta_schedule="linear"))
 STEPS = 4

@@ -1,4 +1,4 @@
-"""Tests for ddsm.metrics: FID/KID maths against independent computations, the Inception port against the shipped
+"""Tests for ddsm.evaluation.metrics: FID/KID maths against independent computations, the Inception port against the shipped
 TorchScript, reference-statistics caching, PSNR/SSIM, and the domain classifier on real MNIST digits."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ddsm.data import load_dataset
-from ddsm.metrics import (
+from ddsm.evaluation.metrics import (
     INCEPTION_NAME,
     DomainClassifier,
     DomainClassifierConfig,
@@ -40,7 +40,7 @@ from ddsm.metrics import (
     torchscript_to_fid_state_dict,
     train_domain_classifier,
 )
-from ddsm.metrics import domain as domain_module
+from ddsm.evaluation.metrics import domain as domain_module
 
 
 def random_spd(rng: np.random.Generator, d: int, rank: int | None = None) -> np.ndarray:

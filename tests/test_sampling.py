@@ -16,7 +16,7 @@ from diffusers import (AutoencoderKL, DDIMPipeline, DDIMScheduler, DDPMPipeline,
 
 from conftest import tiny_unet_kwargs
 from ddsm import DDSMPipeline, Schedule, ScheduleError, SkipPolicy, SlimmableUNet, sample
-from ddsm.macs import macs_table
+from ddsm.models import macs_table
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 12

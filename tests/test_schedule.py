@@ -1,4 +1,4 @@
-"""Tests for ddsm.schedule: the schedule value object, its JSON file, builders, remapping and DDSM import.
+"""Tests for ddsm.schedules.schedule: the schedule value object, its JSON file, builders, remapping and DDSM import.
 
 The model is a stand-in (anything with ``.config``); schedulers are real diffusers schedulers. Expected widths are
 written out by hand (from the DDIM / DDPM / Euler timesteps), never recomputed with the code under test.
@@ -19,7 +19,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ddsm.schedule import FingerprintMismatchWarning, Schedule, ScheduleError, parse_ddsm_official
+from ddsm.schedules import FingerprintMismatchWarning, Schedule, ScheduleError, parse_ddsm_official
 from ddsm.utils import config_sha256
 
 CHOICES = [0.25, 0.5, 0.75, 1.0]

@@ -9,10 +9,10 @@ import torch
 from diffusers import DDIMScheduler
 
 from ddsm import Schedule
-from ddsm.macs import macs_table
-from ddsm.metrics import ssim
+from ddsm.models import macs_table
+from ddsm.evaluation.metrics import ssim
 from ddsm.sampling import sample
-from ddsm.stepsaver import (StepSaver, StepSaverError, min_steps, remap_to_steps, sample_per_condition,
+from ddsm.baselines import (StepSaver, StepSaverError, min_steps, remap_to_steps, sample_per_condition,
                             ssim_curves)
 
 DDIM = "DDIMScheduler"

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from ddsm.config import ConfigError, ExperimentConfig, load_config
 from ddsm.training import (RunDirectory, ShardedBatchSampler, SlimmableTrainer, TrainingDiverged, sandwich_losses,
                            sandwich_widths, step_generator)
-from ddsm.unet import SlimmableUNet
+from ddsm.models import SlimmableUNet
 from ddsm.utils import config_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -228,9 +228,9 @@ class _PoisonedDigits(torch.utils.data.Dataset):
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
-    import ddsm.training
+    import ddsm.training.trainer
 
-    monkeypatch.setattr(ddsm.training, "dataset_for_training", lambda config, autoencoder=None: _PoisonedDigits(2))
+    monkeypatch.setattr(ddsm.training.trainer, "dataset_for_training", lambda config, autoencoder=None: _PoisonedDigits(2))
     config = _write_config(tmp_path / "c.yaml", _raw(batch_size=8, max_steps=5, checkpoint_every=2, sample_images=0))
     out = tmp_path / "run"
     code = _script("train_slimmable").main(["--config", str(config), "--output-dir", str(out), "--no-progress"])
@@ -449,7 +449,7 @@ def test_train_cost_benchmark_reports_both_steps(tmp_path, capsys):
     assert module.main(["--config", str(path), "--batch", "4", "--rounds", "2"]) == 0
     out = json.loads(capsys.readouterr().out)
     # 3 widths: the full, the smallest and one of the two middle widths on average
-    from ddsm.macs import macs_table
+    from ddsm.models import macs_table
 
     table = macs_table(_tiny_model())
     expected = table[1.0] + table[0.25] + (table[0.5] + table[0.75]) / 2

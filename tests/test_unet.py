@@ -8,10 +8,10 @@ import torch
 from diffusers import UNet2DModel
 from diffusers.models.embeddings import Timesteps
 
-import ddsm.unet as unet_mod
+import ddsm.models.unet as unet_mod
 from conftest import tiny_unet_kwargs
-from ddsm.macs import count_macs, macs_table
-from ddsm.unet import SlimmableUNet, slim_channels
+from ddsm.models import count_macs, macs_table
+from ddsm.models import SlimmableUNet, slim_channels
 
 WIDTHS = (0.25, 0.5, 0.75, 1.0)
 
@@ -222,7 +222,7 @@ def test_macs_table_is_cached(tiny_unet, tmp_path, monkeypatch):
     first = macs_table(tiny_unet, cache_dir=tmp_path)
     files = list(tmp_path.glob("*.json"))
     assert len(files) == 1 and json.loads(files[0].read_text())["config_sha256"] == tiny_unet.config_sha256
-    monkeypatch.setattr("ddsm.macs.count_macs", lambda *a, **k: pytest.fail("recounted despite the cache"))
+    monkeypatch.setattr("ddsm.models.macs.count_macs", lambda *a, **k: pytest.fail("recounted despite the cache"))
     assert macs_table(tiny_unet, cache_dir=tmp_path) == first
 
 

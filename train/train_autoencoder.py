@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
 
-    from ddsm.autoencoder import AutoencoderTrainer
+    from ddsm.training import AutoencoderTrainer
     from ddsm.cli import fail
     from ddsm.config import load_config
     from ddsm.training import TrainingDiverged

@@ -49,8 +49,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ddsm import __version__
-from ddsm.utils import PathLike, atomic_write, canonical_config, config_sha256
+from ..version import __version__
+from ..utils import PathLike, atomic_write, canonical_config, config_sha256
 
 __all__ = [
     "FORMAT",

@@ -27,7 +27,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
-from .schedule import Schedule, ScheduleError
+from ..schedules import Schedule, ScheduleError
 
 __all__ = ["SkipPolicy", "SampleResult", "sample", "balanced_labels", "resolve_widths", "build_scheduler", "SCHEDULERS"]
 
@@ -223,7 +223,7 @@ def sample(model, scheduler, schedule: Union[Schedule, float, Sequence[float]] =
         progress: Show a progress bar of denoising steps.
         macs_table: MACs per width (default: :func:`ddsm.macs.macs_table` of the model, cached).
     """
-    from .macs import macs_table as count_table
+    from ..models import macs_table as count_table
 
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -294,7 +294,7 @@ def decode_macs(autoencoder, unet_config) -> int:
     """MACs of decoding one latent with ``autoencoder`` (fvcore; counted once per autoencoder and shape)."""
     key = (id(autoencoder), unet_config.in_channels, unet_config.sample_size)
     if key not in _DECODE_MACS:
-        from .macs import fvcore_macs
+        from ..models import fvcore_macs
 
         class _Decode(torch.nn.Module):
             def __init__(self, vae):

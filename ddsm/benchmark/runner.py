@@ -40,13 +40,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
-from .evaluation import FeatureSpace
-from .sampling import SampleResult, SkipPolicy, balanced_labels, build_scheduler, sample
-from .schedule import Schedule, ScheduleError
-from .stepsaver import DEFAULT_CANDIDATES, StepSaver, StepSaverSampleResult, sample_per_condition
-from .images import new_figure, save_figure
-from .utils import atomic_write, atomic_write_json
+from ..version import __version__
+from ..evaluation import FeatureSpace
+from ..sampling import SampleResult, SkipPolicy, balanced_labels, build_scheduler, sample
+from ..schedules import Schedule, ScheduleError
+from ..baselines import DEFAULT_CANDIDATES, StepSaver, StepSaverSampleResult, sample_per_condition
+from ..images import new_figure, save_figure
+from ..utils import atomic_write, atomic_write_json
 
 __all__ = ["METHODS", "BenchmarkError", "BenchmarkJob", "SkipTuning", "StitchedUNet", "budget_status",
            "uniform_width_for_budget", "fewer_steps_for_budget", "ramp_for_budget", "tune_skip_delta",
@@ -285,7 +285,7 @@ class StitchedUNet(nn.Module):
         super().__init__()
         from diffusers.configuration_utils import FrozenDict
 
-        from .macs import macs_table
+        from ..models import macs_table
 
         lc, sc = large.config, small.config
         for key in ("in_channels", "out_channels", "sample_size"):
@@ -492,7 +492,7 @@ def run_benchmark(model, job: BenchmarkJob, *, schedules: Sequence[Tuple[str, Sc
     """
     from tqdm.auto import tqdm
 
-    from .macs import macs_table
+    from ..models import macs_table
 
     model = model.eval()
     table = {float(w): float(m) for w, m in macs_table(model).items()}
@@ -773,7 +773,7 @@ class _Metrics:
             fidelity="PSNR / SSIM to the full model's image of the same seed")
 
     def __call__(self, images: torch.Tensor) -> dict:
-        from .metrics import fidelity_summary
+        from ..evaluation.metrics import fidelity_summary
 
         key = id(images)
         if key not in self.cache:

@@ -33,7 +33,7 @@ from diffusers.models.embeddings import get_timestep_embedding
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
-from .utils import config_sha256
+from ..utils import config_sha256
 
 __all__ = ["SlimmableUNet", "StaticSubnet", "WidthPlan", "slim_channels"]
 

@@ -21,10 +21,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .data import load_dataset
+from ..data import load_dataset
 from .metrics import (InceptionFeatures, extract_features, feature_stats, fidelity_summary, frechet_distance,
                       kernel_inception_distance, load_or_compute_reference_stats, load_or_train_domain_classifier)
-from .sampling import SampleResult, SkipPolicy, balanced_labels, build_scheduler, sample
+from ..sampling import SampleResult, SkipPolicy, balanced_labels, build_scheduler, sample
 
 __all__ = ["METRICS", "FeatureSpace", "ScheduleEvaluator", "balanced_labels", "evaluate_schedule",
            "write_report"]
@@ -226,8 +226,8 @@ def evaluate_schedule(model, schedule, *, num_samples: int, dataset: str, seed: 
 
 def write_report(report: dict, full_images: torch.Tensor, ours_images: torch.Tensor, out_dir) -> Dict[str, Path]:
     """report.json, report.md and grid.png (full width vs step-aware, same seeds) in ``out_dir``."""
-    from .images import save_grids_side_by_side
-    from .utils import atomic_write, atomic_write_json
+    from ..images import save_grids_side_by_side
+    from ..utils import atomic_write, atomic_write_json
 
     out = Path(out_dir)
     n = min(32, len(full_images))

@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from .unet import SlimmableUNet, StaticSubnet
-from .utils import PathLike, atomic_write_json, default_cache_dir
+from ..utils import PathLike, atomic_write_json, default_cache_dir
 
-__all__ = ["sdpa_macs", "count_macs", "fvcore_macs", "macs_table", "MACS_CACHE_VERSION"]
+__all__ = ["sdpa_macs", "count_macs", "fvcore_macs", "macs_table", "width_report", "MACS_CACHE_VERSION"]
 
 MACS_CACHE_VERSION = 1
 

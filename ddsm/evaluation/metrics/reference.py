@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from ..utils import atomic_savez, default_cache_dir, to_plain
+from ...utils import atomic_savez, default_cache_dir, to_plain
 from .fid import feature_stats
 
 FORMAT = "ddsm-reference-stats"

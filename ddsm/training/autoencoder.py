@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .config import AutoencoderConfig, ConfigError, ExperimentConfig
-from .training import (RunDirectory, ShardedBatchSampler, TrainingDiverged, _StepCounter, make_accelerator,
+from ..config import AutoencoderConfig, ConfigError, ExperimentConfig
+from .trainer import (RunDirectory, ShardedBatchSampler, TrainingDiverged, _StepCounter, make_accelerator,
                        save_pretrained_atomically, step_generator, step_seed, warmup_lambda)
-from .utils import PathLike
+from ..utils import PathLike
 
 __all__ = ["build_autoencoder", "load_autoencoder", "latent_shape", "check_latent_model", "latent_scaling_factor",
            "autoencoder_image_size", "AutoencoderTrainer", "AutoencoderResult", "train_autoencoder"]
@@ -83,7 +83,7 @@ def latent_shape(vae, image_size: Optional[int] = None) -> tuple:
 def check_latent_model(model_section: Mapping, vae, image_size: Optional[int] = None) -> None:
     """Raise a clear :class:`~ddsm.config.ConfigError` unless the UNet of ``model_section`` takes and returns the
     latents of ``vae`` (channels and size)."""
-    from .unet import SlimmableUNet
+    from ..models import SlimmableUNet
 
     size = image_size or vae.config.sample_size
     if size % _factor(vae):
@@ -159,7 +159,7 @@ class AutoencoderTrainer:
     def __init__(self, config: ExperimentConfig, output_dir: PathLike, *, resume: bool = False,
                  max_steps: Optional[int] = None, dataset: Optional[Dataset] = None, accelerator=None,
                  progress: bool = True):
-        from .data import dataset_from_config
+        from ..data import dataset_from_config
 
         if max_steps is not None:
             if max_steps <= 0:
@@ -269,7 +269,7 @@ class AutoencoderTrainer:
     @torch.no_grad()
     def save_reconstructions(self, step: int, n: int = 16) -> Optional[Path]:
         """Originals (top rows) over their reconstructions (posterior means decoded), as one PNG."""
-        from .images import save_grid
+        from ..images import save_grid
 
         path = None
         if self.accelerator.is_main_process:

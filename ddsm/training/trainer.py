@@ -54,8 +54,8 @@ import torch.nn.functional as F
 import yaml
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .config import ConfigError, ExperimentConfig, load_config
-from .utils import PathLike, atomic_write, canonical_config
+from ..config import ConfigError, ExperimentConfig, load_config
+from ..utils import PathLike, atomic_write, canonical_config
 
 __all__ = [
     "TrainingDiverged", "step_seed", "step_generator", "sandwich_widths", "sandwich_losses",
@@ -390,7 +390,7 @@ def sample_grid_images(model, scheduler_config: Mapping, width: float, num_image
     cycle through the classes, image ``i`` of class ``i mod num_classes``), decoded when latent."""
     from diffusers import DDIMScheduler
 
-    from .sampling import sample
+    from ..sampling import sample
 
     classes = model.config.num_classes
     labels = [i % classes for i in range(num_images)] if classes else None
@@ -672,7 +672,7 @@ class SlimmableTrainer:
 
     def save_grids(self, step: int) -> List[Path]:
         """One PNG grid per width of the EMA model (main process; the others wait)."""
-        from .images import save_grid
+        from ..images import save_grid
 
         acc, tc = self.accelerator, self.config.train
         paths = []
@@ -768,7 +768,7 @@ def _load_dense(path: PathLike, model_section: Mapping):
     weights are kept and re-sliced at the config's ``width_choices`` / ``channel_divisor``."""
     from diffusers import UNet2DModel
 
-    from .unet import SlimmableUNet
+    from ..models import SlimmableUNet
 
     path = Path(path)
     if not (path / "config.json").is_file():
@@ -791,7 +791,7 @@ def _load_autoencoder_for(config: ExperimentConfig):
 
 def dataset_for_training(config: ExperimentConfig, autoencoder=None):
     """The config's training data at the size and channels the model (or its autoencoder) takes."""
-    from .data import dataset_from_config
+    from ..data import dataset_from_config
 
     data = {k: v for k, v in dataclasses.asdict(config.data).items() if v is not None}
     if autoencoder is not None:
@@ -826,7 +826,7 @@ def _macs_table_or_zeros(model) -> dict:
     try:
         import warnings
 
-        from .macs import macs_table
+        from ..models import macs_table
 
         with warnings.catch_warnings():  # fvcore's import-time torch.jit deprecation noise
             warnings.simplefilter("ignore")

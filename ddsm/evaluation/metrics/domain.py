@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..utils import atomic_write, atomic_write_json, default_cache_dir
+from ...utils import atomic_write, atomic_write_json, default_cache_dir
 
 ARCH = "cnn-v1"
 FORMAT = "ddsm-domain-classifier"
@@ -304,7 +304,7 @@ def load_or_train_domain_classifier(
     Args:
         min_accuracy: if given, a freshly trained network below it raises ``RuntimeError`` and is not cached.
     """
-    from ..data import load_dataset
+    from ...data import load_dataset
 
     train = load_dataset(dataset_name, split="train", image_size=image_size)
     train_images, train_labels = _as_tensors(train)

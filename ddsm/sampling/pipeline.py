@@ -15,8 +15,10 @@ import numpy as np
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 
-from .sampling import SkipPolicy, sample
-from .schedule import Schedule
+from .loop import SkipPolicy, sample
+from ..schedules import Schedule
+
+__all__ = ["DDSMPipeline", "SCHEDULE_FILE"]
 
 SCHEDULE_FILE = "schedule.json"
 

@@ -45,8 +45,8 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 import torch
 
-from . import __version__
-from .utils import PathLike, atomic_write_json
+from ..version import __version__
+from ..utils import PathLike, atomic_write_json
 
 __all__ = ["DEFAULT_CANDIDATES", "FORMAT", "VERSION", "RULES", "PREDICTORS", "StepSaver", "StepSaverError",
            "StepSaverSampleResult", "min_steps", "ssim_curves", "sample_per_condition", "remap_to_steps"]
@@ -122,8 +122,8 @@ def ssim_curves(model, scheduler_name: str, scheduler_config: Mapping[str, Any],
     conditions run in one batched :func:`ddsm.sampling.sample` call per step count. The network runs at ``width``
     (default: the full width) at every step.
     """
-    from .metrics import ssim
-    from .sampling import build_scheduler, sample
+    from ..evaluation.metrics import ssim
+    from ..sampling import build_scheduler, sample
     from tqdm.auto import tqdm
 
     seeds = [int(s) for s in seeds]
@@ -510,7 +510,7 @@ def _json_default(x: Any) -> Any:
 def remap_to_steps(schedule, num_steps: int, scheduler_name: str, scheduler_config: Mapping[str, Any]):
     """``schedule`` moved onto ``num_steps`` steps of the named scheduler, by nearest timestep
     (:meth:`ddsm.schedule.Schedule.remap`)."""
-    from .sampling import build_scheduler
+    from ..sampling import build_scheduler
 
     scheduler = build_scheduler(scheduler_name, dict(scheduler_config))
     scheduler.set_timesteps(int(num_steps))
@@ -559,8 +559,8 @@ def sample_per_condition(model, scheduler_name: str, scheduler_config: Mapping[s
     Each count runs ``width`` at every step (default: full), or, with ``schedule`` (a
     :class:`~ddsm.schedule.Schedule`), that width schedule remapped onto the count by nearest timestep.
     """
-    from .macs import macs_table as count_table
-    from .sampling import build_scheduler, sample
+    from ..models import macs_table as count_table
+    from ..sampling import build_scheduler, sample
 
     seeds = [int(s) for s in seeds]
     if not seeds:

@@ -17,14 +17,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
-from . import __version__
-from .evaluation import METRICS, FeatureSpace, ScheduleEvaluator
-from .macs import macs_table
-from .sampling import build_scheduler
-from .schedule import Schedule
-from .search import SearchError, SearchResult, SearchSettings, SearchSpace, evolve
-from .images import new_figure, save_figure
-from .utils import atomic_write_json
+from ..version import __version__
+from ..evaluation import METRICS, FeatureSpace, ScheduleEvaluator
+from ..models import macs_table
+from ..sampling import build_scheduler
+from ..schedules import Schedule
+from .evolution import SearchError, SearchResult, SearchSettings, SearchSpace, evolve
+from ..images import new_figure, save_figure
+from ..utils import atomic_write_json
 
 __all__ = ["SearchJob", "run_search", "plot_pareto", "plot_schedule"]
 

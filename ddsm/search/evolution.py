@@ -36,7 +36,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from deap import base, tools
 from tqdm.auto import tqdm
 
-from .utils import PathLike, atomic_write, atomic_write_json
+from ..utils import PathLike, atomic_write, atomic_write_json
 
 __all__ = ["SearchSpace", "SearchSettings", "SearchResult", "Genome", "evolve", "SearchError",
            "two_point_crossover", "mutate", "repair"]
