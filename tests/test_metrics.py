@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+import pytorch_fid.inception
 import scipy.linalg
 import torch
 import torch.nn.functional as F
@@ -313,6 +314,30 @@ def test_torchscript_tensors_map_one_to_one_and_outputs_agree(inception):
     assert got.shape == (2, 2048)
     print(f"TorchScript vs FIDInceptionV3: max |diff| {(got - want).abs().max().item():.2e}")
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_pytorch_fid_architecture_equals_the_torchscript_without_downloading(monkeypatch):
+    """FIDInceptionV3 is pytorch-fid's network (its FID blocks in torchvision's Inception3), built and loaded from local
+    files only; its features equal the fid-helper TorchScript's own output (the ground truth) to 1e-6."""
+    def no_download(*args, **kwargs):
+        raise AssertionError(f"a weight download was attempted: {args}")
+
+    monkeypatch.setattr(pytorch_fid.inception, "load_state_dict_from_url", no_download)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+    net = InceptionFeatures()
+    from_pytorch_fid = {name: type(block).__name__ for name, block in net.net.named_children()
+                        if type(block).__module__ == "pytorch_fid.inception"}
+    assert from_pytorch_fid == {
+        "Mixed_5b": "FIDInceptionA", "Mixed_5c": "FIDInceptionA", "Mixed_5d": "FIDInceptionA",
+        "Mixed_6b": "FIDInceptionC", "Mixed_6c": "FIDInceptionC", "Mixed_6d": "FIDInceptionC",
+        "Mixed_6e": "FIDInceptionC", "Mixed_7b": "FIDInceptionE_1", "Mixed_7c": "FIDInceptionE_2",
+    }  # fmt: skip
+    x = torch.rand(3, 3, 299, 299, generator=torch.Generator().manual_seed(11)) * 2 - 1
+    with torch.inference_mode():
+        want = load_torchscript()(x)
+        got = net(x)
+    print(f"TorchScript vs pytorch-fid FIDInceptionV3: max |diff| {(got - want).abs().max().item():.2e}")
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
 
 
 def test_inception_preprocessing(inception):

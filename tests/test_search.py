@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from ddsm.search.evolution import (SearchError, SearchSettings, SearchSpace, evolve, initial_genomes, mutate, repair,
-                         two_point_crossover)
+from ddsm.search import (SearchError, SearchSettings, SearchSpace, evolve, initial_genomes, mutate, repair,
+                        two_point_crossover)
 
 MACS = {0.25: 10, 0.5: 30, 0.75: 60, 1.0: 100}
 

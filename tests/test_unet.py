@@ -8,7 +8,7 @@ import torch
 from diffusers import UNet2DModel
 from diffusers.models.embeddings import Timesteps
 
-import ddsm.models.unet as unet_mod
+import ddsm.models.layers as layers_mod
 from conftest import tiny_unet_kwargs
 from ddsm.models import count_macs, macs_table
 from ddsm.models import SlimmableUNet, slim_channels
@@ -175,7 +175,7 @@ def test_prefix_slicing_of_skip_concat_would_be_caught(tiny_unet, monkeypatch):
     def prefix_slice(t, dim, full_parts, parts):
         return t if parts == full_parts else t.narrow(dim, 0, sum(parts))
 
-    monkeypatch.setattr(unet_mod, "_slice_parts", prefix_slice)
+    monkeypatch.setattr(layers_mod, "_slice_parts", prefix_slice)
     ref = _narrow_reference(tiny_unet, 0.5)
     x, t, y = _inputs()
     with torch.no_grad():

@@ -6,7 +6,7 @@ embedding, attention at chosen resolutions, a mid block), with the same paramete
 
 Every layer keeps its full-width parameters and, at width ``w``, computes with a slice of them
 (``F.conv2d(x, weight[:out, :in])``), so a narrower width does fewer multiply-adds; nothing is masked.
-Three rules keep the narrower networks well defined (see DESIGN.md):
+Four rules keep the narrower networks well defined (see DESIGN.md):
 
 * channel counts at width ``w`` are ``round(w * C / channel_divisor) * channel_divisor`` (``C`` at width 1.0);
 * GroupNorm keeps its channels per group fixed, so the number of groups shrinks with the width;
@@ -15,14 +15,15 @@ Three rules keep the narrower networks well defined (see DESIGN.md):
   ``hidden_w`` channels of the hidden part and the first ``skip_w`` channels of the skip part, each at its own
   offset in the full weight (a prefix slice of the concatenated weight would mix the parts up).
 
-Shape comments use B = batch, C = channels, H, W = spatial size, T = time-embedding size.
+The layers are in :mod:`.layers`, the blocks in :mod:`.blocks`, config validation and dense conversion in
+:mod:`.convert`. Shape comments use B = batch, C = channels, H, W = spatial size, T = time-embedding size.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -34,275 +35,11 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
 from ..utils import config_sha256
+from .blocks import DownBlock, MidBlock, TimestepEmbedding, UpBlock
+from .convert import config_from_dense, validate_config, validate_widths
+from .layers import SlimConv2d, SlimEmbedding, SlimGroupNorm, narrow_, slim_channels
 
-__all__ = ["SlimmableUNet", "StaticSubnet", "WidthPlan", "slim_channels"]
-
-
-def slim_channels(full: int, width: float, divisor: int) -> int:
-    """Channels of a layer with ``full`` channels at ``width``: rounded to a multiple of ``divisor``, at least
-    ``divisor``, at most ``full``; exactly ``full`` at width 1.0."""
-    if width >= 1.0:
-        return full
-    return min(full, max(divisor, int(width * full / divisor + 0.5) * divisor))
-
-
-def _slice_parts(t: torch.Tensor, dim: int, full_parts: Tuple[int, ...], parts: Tuple[int, ...]) -> torch.Tensor:
-    """Take the first ``parts[k]`` entries of each part ``k`` of ``t`` along ``dim``, where part ``k`` occupies
-    ``full_parts[k]`` entries. One part is a plain prefix slice (a view); several are sliced and concatenated."""
-    if parts == full_parts:
-        return t
-    if len(parts) != len(full_parts):
-        raise ValueError(f"input has {len(parts)} concatenated parts {parts}, layer expects {len(full_parts)}")
-    if len(parts) == 1:
-        return t.narrow(dim, 0, parts[0])
-    pieces, offset = [], 0
-    for full, active in zip(full_parts, parts):
-        pieces.append(t.narrow(dim, offset, active))
-        offset += full
-    return torch.cat(pieces, dim)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Slimmable layers: full-width parameters (same names as torch's), sliced at call time.
-# ``slim_in`` / ``slim_out`` say which dimensions shrink with the width (the first conv's input and the last conv's
-# output stay fixed); ``in_parts`` are the full sizes of the parts of a concatenated input.
-# ----------------------------------------------------------------------------------------------------------------
-
-
-class SlimConv2d(nn.Conv2d):
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
-                 in_parts: Optional[Sequence[int]] = None, slim_in: bool = True, slim_out: bool = True):
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding)
-        self.in_parts = tuple(in_parts) if in_parts else (in_channels,)
-        assert sum(self.in_parts) == in_channels
-        self.slim_in, self.slim_out = slim_in, slim_out
-
-    def forward(self, x: torch.Tensor, out: Optional[int] = None,
-                in_parts: Optional[Tuple[int, ...]] = None) -> torch.Tensor:
-        out = self.out_channels if out is None else out
-        weight = _slice_parts(self.weight[:out], 1, self.in_parts, in_parts or (x.shape[1],))
-        return F.conv2d(x, weight, self.bias[:out], self.stride, self.padding)
-
-
-class SlimLinear(nn.Linear):
-    def __init__(self, in_features: int, out_features: int, slim_in: bool = True, slim_out: bool = True):
-        super().__init__(in_features, out_features)
-        self.in_parts = (in_features,)
-        self.slim_in, self.slim_out = slim_in, slim_out
-
-    def forward(self, x: torch.Tensor, out: Optional[int] = None) -> torch.Tensor:
-        out = self.out_features if out is None else out
-        return F.linear(x, self.weight[:out, : x.shape[-1]], self.bias[:out])
-
-
-class SlimGroupNorm(nn.GroupNorm):
-    """GroupNorm whose channels per group stay fixed: ``C_active / channels_per_group`` groups at any width."""
-
-    def __init__(self, num_groups: int, num_channels: int, eps: float, in_parts: Optional[Sequence[int]] = None):
-        super().__init__(num_groups, num_channels, eps=eps)
-        self.channels_per_group = num_channels // num_groups
-        self.in_parts = tuple(in_parts) if in_parts else (num_channels,)
-
-    def forward(self, x: torch.Tensor, in_parts: Optional[Tuple[int, ...]] = None) -> torch.Tensor:
-        parts = in_parts or (x.shape[1],)
-        weight = _slice_parts(self.weight, 0, self.in_parts, parts)
-        bias = _slice_parts(self.bias, 0, self.in_parts, parts)
-        return F.group_norm(x, x.shape[1] // self.channels_per_group, weight, bias, self.eps)
-
-
-class SlimEmbedding(nn.Embedding):
-    """Class embedding table (rows fixed: one per class, plus a last 'null' row for classifier-free guidance)."""
-
-    def forward(self, labels: torch.Tensor, dim: Optional[int] = None) -> torch.Tensor:
-        return F.embedding(labels, self.weight[:, : (self.embedding_dim if dim is None else dim)])
-
-
-def _narrow_(module: nn.Module, width: float, divisor: int) -> None:
-    """Cut a slimmable layer's parameters down to their slices at ``width``, in place (for static sub-networks)."""
-    f = lambda c: slim_channels(c, width, divisor)  # noqa: E731
-    with torch.no_grad():
-        if isinstance(module, (SlimConv2d, SlimLinear)):
-            w = module.weight
-            out = f(w.shape[0]) if module.slim_out else w.shape[0]
-            parts = tuple(f(p) for p in module.in_parts) if module.slim_in else module.in_parts
-            w = _slice_parts(w[:out], 1, module.in_parts, parts)
-            module.weight = nn.Parameter(w.clone())
-            module.bias = nn.Parameter(module.bias[:out].clone())
-            module.in_parts = parts
-            if isinstance(module, SlimConv2d):
-                module.in_channels, module.out_channels = sum(parts), out
-            else:
-                module.in_features, module.out_features = sum(parts), out
-        elif isinstance(module, SlimGroupNorm):
-            parts = tuple(f(p) for p in module.in_parts)
-            module.weight = nn.Parameter(_slice_parts(module.weight, 0, module.in_parts, parts).clone())
-            module.bias = nn.Parameter(_slice_parts(module.bias, 0, module.in_parts, parts).clone())
-            module.in_parts, module.num_channels = parts, sum(parts)
-            module.num_groups = module.num_channels // module.channels_per_group
-        elif isinstance(module, SlimEmbedding):
-            dim = f(module.embedding_dim)
-            module.weight = nn.Parameter(module.weight[:, :dim].clone())
-            module.embedding_dim = dim
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Blocks (parameter names follow diffusers' ResnetBlock2D / Attention / Downsample2D / Upsample2D).
-# ----------------------------------------------------------------------------------------------------------------
-
-
-class ResnetBlock(nn.Module):
-    """GroupNorm -> SiLU -> conv -> + time embedding -> GroupNorm -> SiLU -> dropout -> conv, plus a shortcut."""
-
-    def __init__(self, in_channels: int, out_channels: int, temb_channels: int, groups: int, cpg: Optional[int],
-                 eps: float, dropout: float, in_parts: Optional[Sequence[int]] = None, output_scale_factor: float = 1.0):
-        super().__init__()
-        g_in = in_channels // cpg if cpg else groups
-        g_out = out_channels // cpg if cpg else groups
-        self.norm1 = SlimGroupNorm(g_in, in_channels, eps, in_parts)
-        self.conv1 = SlimConv2d(in_channels, out_channels, 3, padding=1, in_parts=in_parts)
-        self.time_emb_proj = SlimLinear(temb_channels, out_channels)
-        self.norm2 = SlimGroupNorm(g_out, out_channels, eps)
-        self.dropout = nn.Dropout(dropout)
-        self.conv2 = SlimConv2d(out_channels, out_channels, 3, padding=1)
-        self.conv_shortcut = (SlimConv2d(in_channels, out_channels, 1, in_parts=in_parts)
-                              if in_channels != out_channels else None)
-        self.output_scale_factor = output_scale_factor
-
-    def forward(self, x: torch.Tensor, temb: torch.Tensor, out: int,
-                in_parts: Optional[Tuple[int, ...]] = None) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x, in_parts)), out, in_parts)              # (B, out, H, W)
-        h = h + self.time_emb_proj(F.silu(temb), out)[:, :, None, None]
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))), out)
-        shortcut = x if self.conv_shortcut is None else self.conv_shortcut(x, out, in_parts)
-        return (shortcut + h) / self.output_scale_factor
-
-
-class AttentionBlock(nn.Module):
-    """Self-attention over the H*W positions with a fixed head dimension (None: one head spanning all channels,
-    as diffusers' single-head DDPM attention)."""
-
-    def __init__(self, channels: int, head_dim: Optional[int], groups: int, cpg: Optional[int], eps: float,
-                 rescale_output_factor: float = 1.0):
-        super().__init__()
-        self.head_dim = head_dim
-        self.group_norm = SlimGroupNorm(channels // cpg if cpg else groups, channels, eps)
-        self.to_q = SlimLinear(channels, channels)
-        self.to_k = SlimLinear(channels, channels)
-        self.to_v = SlimLinear(channels, channels)
-        self.to_out = nn.ModuleList([SlimLinear(channels, channels), nn.Dropout(0.0)])
-        self.rescale_output_factor = rescale_output_factor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, C, H, W = x.shape
-        heads = C // self.head_dim if self.head_dim else 1
-        h = self.group_norm(x).view(B, C, H * W).transpose(1, 2)                     # (B, HW, C)
-        q, k, v = (proj(h, C).view(B, H * W, heads, C // heads).transpose(1, 2)      # (B, heads, HW, C/heads)
-                   for proj in (self.to_q, self.to_k, self.to_v))
-        h = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, H * W, C)
-        h = self.to_out[0](h, C).transpose(1, 2).reshape(B, C, H, W)
-        return (h + x) / self.rescale_output_factor
-
-
-class Downsample(nn.Module):
-    def __init__(self, channels: int, padding: int):
-        super().__init__()
-        self.padding = padding
-        self.conv = SlimConv2d(channels, channels, 3, stride=2, padding=padding)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.padding == 0:  # DDPM's asymmetric padding, as diffusers' Downsample2D
-            x = F.pad(x, (0, 1, 0, 1))
-        return self.conv(x, x.shape[1])
-
-
-class Upsample(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = SlimConv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"), x.shape[1])
-
-
-class DownBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, num_layers: int, attention: bool, add_downsample: bool,
-                 common: dict, head_dim: Optional[int], downsample_padding: int):
-        super().__init__()
-        self.resnets = nn.ModuleList(
-            ResnetBlock(in_channels if i == 0 else out_channels, out_channels, **common) for i in range(num_layers))
-        self.attentions = nn.ModuleList(
-            AttentionBlock(out_channels, head_dim, common["groups"], common["cpg"], common["eps"])
-            for _ in range(num_layers)) if attention else None
-        self.downsamplers = nn.ModuleList([Downsample(out_channels, downsample_padding)]) if add_downsample else None
-
-    def forward(self, x: torch.Tensor, temb: torch.Tensor, out: int) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        states = []
-        for i, resnet in enumerate(self.resnets):
-            x = resnet(x, temb, out)
-            if self.attentions is not None:
-                x = self.attentions[i](x)
-            states.append(x)
-        if self.downsamplers is not None:
-            x = self.downsamplers[0](x)
-            states.append(x)
-        return x, states
-
-
-class UpBlock(nn.Module):
-    def __init__(self, prev_channels: int, skip_channels: Sequence[int], out_channels: int, attention: bool,
-                 add_upsample: bool, common: dict, head_dim: Optional[int]):
-        super().__init__()
-        resnets = []
-        for i, skip in enumerate(skip_channels):
-            hidden = prev_channels if i == 0 else out_channels
-            resnets.append(ResnetBlock(hidden + skip, out_channels, in_parts=(hidden, skip), **common))
-        self.resnets = nn.ModuleList(resnets)
-        self.attentions = nn.ModuleList(
-            AttentionBlock(out_channels, head_dim, common["groups"], common["cpg"], common["eps"])
-            for _ in skip_channels) if attention else None
-        self.upsamplers = nn.ModuleList([Upsample(out_channels)]) if add_upsample else None
-
-    def forward(self, x: torch.Tensor, skips: List[torch.Tensor], temb: torch.Tensor, out: int) -> torch.Tensor:
-        for i, resnet in enumerate(self.resnets):
-            skip = skips.pop()
-            parts = (x.shape[1], skip.shape[1])
-            x = resnet(torch.cat([x, skip], dim=1), temb, out, parts)               # skip concat, sliced per part
-            if self.attentions is not None:
-                x = self.attentions[i](x)
-        if self.upsamplers is not None:
-            x = self.upsamplers[0](x)
-        return x
-
-
-class MidBlock(nn.Module):
-    def __init__(self, channels: int, attention: bool, common: dict, head_dim: Optional[int], scale: float):
-        super().__init__()
-        common = dict(common, output_scale_factor=scale)
-        self.resnets = nn.ModuleList([ResnetBlock(channels, channels, **common) for _ in range(2)])
-        self.attentions = nn.ModuleList(
-            [AttentionBlock(channels, head_dim, common["groups"], common["cpg"], common["eps"], scale)]
-        ) if attention else None
-
-    def forward(self, x: torch.Tensor, temb: torch.Tensor, out: int) -> torch.Tensor:
-        x = self.resnets[0](x, temb, out)
-        if self.attentions is not None:
-            x = self.attentions[0](x)
-        return self.resnets[1](x, temb, out)
-
-
-class TimestepEmbedding(nn.Module):
-    def __init__(self, in_dim: int, dim: int):
-        super().__init__()
-        self.linear_1 = SlimLinear(in_dim, dim, slim_in=False)  # the sinusoidal input keeps its full size
-        self.linear_2 = SlimLinear(dim, dim)
-
-    def forward(self, x: torch.Tensor, out: int) -> torch.Tensor:
-        return self.linear_2(F.silu(self.linear_1(x, out)), out)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The network
-# ----------------------------------------------------------------------------------------------------------------
+__all__ = ["SlimmableUNet", "StaticSubnet", "WidthPlan"]
 
 
 @dataclass(frozen=True)
@@ -400,7 +137,7 @@ class SlimmableUNet(ModelMixin, ConfigMixin):
         mid_block_scale_factor: float = 1.0,
     ):
         super().__init__()
-        _validate_config(self.config)
+        validate_config(self.config)
         chans = list(block_out_channels)
         temb = time_embedding_dim or 4 * chans[0]
         cpg = norm_channels_per_group
@@ -432,7 +169,7 @@ class SlimmableUNet(ModelMixin, ConfigMixin):
         self.conv_norm_out = SlimGroupNorm(chans[0] // cpg if cpg else norm_num_groups, chans[0], norm_eps)
         self.conv_out = SlimConv2d(chans[0], out_channels, 3, padding=1, slim_out=False)
         self._plans: Dict[float, WidthPlan] = {}
-        _validate_widths(self)
+        validate_widths(self)
 
     # -- widths ---------------------------------------------------------------------------------------------------
 
@@ -483,7 +220,7 @@ class SlimmableUNet(ModelMixin, ConfigMixin):
 
         ``attention_head_dim`` defaults to the dense model's (``None`` there means one head of all channels).
         """
-        config = _config_from_dense(unet.config, width_choices, channel_divisor)
+        config = config_from_dense(unet.config, width_choices, channel_divisor)
         if attention_head_dim != "from_dense":
             config["attention_head_dim"] = attention_head_dim
         model = cls(**config)
@@ -507,129 +244,8 @@ class StaticSubnet(nn.Module):
                      "conv_norm_out", "conv_out"):
             setattr(self, name, copy.deepcopy(getattr(supernet, name)))
         for module in self.modules():
-            _narrow_(module, width, cfg.channel_divisor)
+            narrow_(module, width, cfg.channel_divisor)
         self.plan, self.cfg, self.width = plan, cfg, float(width)
 
     def forward(self, sample: torch.Tensor, timestep, class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         return _unet_forward(self, sample, timestep, class_labels, self.plan, self.cfg)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Validation and conversion helpers
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _fail(field: str, value, expected: str) -> None:
-    raise ValueError(f"SlimmableUNet config: {field}={value!r} is invalid: expected {expected}")
-
-
-def _validate_config(c) -> None:
-    chans = list(c.block_out_channels)
-    if not chans or any(not isinstance(x, int) or x <= 0 for x in chans):
-        _fail("block_out_channels", c.block_out_channels, "a non-empty list of positive ints")
-    for field in ("sample_size", "in_channels", "out_channels", "layers_per_block", "channel_divisor"):
-        v = getattr(c, field)
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            _fail(field, v, "a positive int")
-    if c.sample_size % 2 ** (len(chans) - 1):
-        _fail("sample_size", c.sample_size, f"divisible by 2**{len(chans) - 1} for {len(chans)} levels")
-    sizes = [c.sample_size // 2**i for i in range(len(chans))]
-    for r in c.attention_resolutions:
-        if r not in sizes:
-            _fail("attention_resolutions", list(c.attention_resolutions), f"sizes among the levels' {sizes}")
-    if not 0.0 <= c.dropout < 1.0:
-        _fail("dropout", c.dropout, "a float in [0, 1)")
-    if c.num_classes is not None and (not isinstance(c.num_classes, int) or c.num_classes <= 0):
-        _fail("num_classes", c.num_classes, "None or a positive int")
-    if c.attention_head_dim is not None and (not isinstance(c.attention_head_dim, int) or c.attention_head_dim <= 0):
-        _fail("attention_head_dim", c.attention_head_dim, "None or a positive int")
-    widths = list(c.width_choices)
-    if not widths or any(isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w <= 1 for w in widths):
-        _fail("width_choices", widths, "a non-empty list of floats in (0, 1]")
-    if len(set(float(w) for w in widths)) != len(widths):
-        _fail("width_choices", widths, "distinct widths")
-    if max(widths) != 1.0:
-        _fail("width_choices", widths, "the full width 1.0 among them")
-    cpg = c.norm_channels_per_group
-    temb = c.time_embedding_dim or 4 * chans[0]
-    groups_field, group_size = ("norm_channels_per_group", cpg) if cpg else ("norm_num_groups", c.norm_num_groups)
-    if not isinstance(group_size, int) or group_size <= 0 or any(ch % group_size for ch in chans):
-        _fail(groups_field, group_size, f"a positive divisor of every block_out_channels {chans}")
-    head = c.attention_head_dim
-    attn_chans = [chans[i] for i in range(len(chans)) if sizes[i] in set(c.attention_resolutions)]
-    attn_chans += [chans[-1]] if c.mid_block_attention else []
-    if head and any(ch % head for ch in attn_chans):
-        _fail("attention_head_dim", head, f"a divisor of the attention layers' channels {attn_chans}")
-    if temb <= 0:
-        _fail("time_embedding_dim", c.time_embedding_dim, "a positive int")
-
-
-def _validate_widths(model: SlimmableUNet) -> None:
-    """Every width must give whole GroupNorm groups and attention heads in every layer, and distinct networks."""
-    c = model.config
-    seen: Dict[WidthPlan, float] = {}
-    for w in model.width_choices:
-        f = lambda ch: slim_channels(ch, w, c.channel_divisor)  # noqa: E731
-        for name, m in model.named_modules():
-            if isinstance(m, SlimGroupNorm):
-                if m.num_channels % m.num_groups:
-                    _fail("norm_num_groups", c.norm_num_groups,
-                          f"a divisor of the {m.num_channels} channels of {name}")
-                active = sum(f(p) for p in m.in_parts)
-                if active % m.channels_per_group:
-                    raise ValueError(
-                        f"SlimmableUNet config: width_choices entry {w} cannot be realised: {name} has "
-                        f"{active} channels at that width (parts {[f(p) for p in m.in_parts]}, channel_divisor="
-                        f"{c.channel_divisor}), not a multiple of its {m.channels_per_group} channels per group")
-            elif isinstance(m, AttentionBlock) and m.head_dim:
-                ch = f(m.to_q.out_features)
-                if ch % m.head_dim:
-                    raise ValueError(
-                        f"SlimmableUNet config: width_choices entry {w} cannot be realised: {name} has {ch} "
-                        f"channels at that width, not a multiple of attention_head_dim={m.head_dim}")
-        plan = model.plan(w)
-        key = WidthPlan(0.0, plan.channels, plan.temb)
-        if key in seen:
-            raise ValueError(f"SlimmableUNet config: width_choices entries {seen[key]} and {w} give the same "
-                             f"channels {plan.channels} after rounding to channel_divisor={c.channel_divisor}")
-        seen[key] = w
-
-
-_DENSE_DEFAULTS = dict(center_input_sample=False, time_embedding_type="positional", downsample_type="conv",
-                       upsample_type="conv", act_fn="silu", resnet_time_scale_shift="default", class_embed_type=None)
-
-
-def _config_from_dense(dc, width_choices: Sequence[float], channel_divisor: int) -> dict:
-    """Our config for a dense diffusers UNet2DModel's config; raises on layouts we cannot reproduce exactly."""
-    for key, expected in _DENSE_DEFAULTS.items():
-        if dc.get(key, expected) != expected:
-            raise ValueError(f"from_dense: UNet2DModel {key}={dc[key]!r} is not supported (expected {expected!r})")
-    down, up = list(dc["down_block_types"]), list(dc["up_block_types"])
-    allowed_down, allowed_up = {"DownBlock2D", "AttnDownBlock2D"}, {"UpBlock2D", "AttnUpBlock2D"}
-    if set(down) - allowed_down or set(up) - allowed_up:
-        raise ValueError(f"from_dense: block types {down} / {up} are not supported "
-                         f"(expected {sorted(allowed_down)} / {sorted(allowed_up)})")
-    attn = [t.startswith("Attn") for t in down]
-    if attn != [t.startswith("Attn") for t in reversed(up)]:
-        raise ValueError(f"from_dense: attention must sit at the same levels down and up; got {down} and {up}")
-    if dc.get("mid_block_type", "UNetMidBlock2D") != "UNetMidBlock2D":
-        raise ValueError(f"from_dense: mid_block_type={dc['mid_block_type']!r} is not supported "
-                         "(expected 'UNetMidBlock2D')")
-    attn_groups = dc.get("attn_norm_num_groups")
-    if attn_groups not in (None, dc["norm_num_groups"]):
-        raise ValueError(f"from_dense: attn_norm_num_groups={attn_groups} differs from norm_num_groups="
-                         f"{dc['norm_num_groups']}; not supported")
-    size = dc["sample_size"]
-    if not isinstance(size, int):
-        raise ValueError(f"from_dense: sample_size={size!r} must be one int (square samples)")
-    return dict(
-        sample_size=size, in_channels=dc["in_channels"], out_channels=dc["out_channels"],
-        block_out_channels=tuple(dc["block_out_channels"]), layers_per_block=dc["layers_per_block"],
-        attention_resolutions=tuple(size // 2**i for i, a in enumerate(attn) if a),
-        mid_block_attention=dc.get("add_attention", True), attention_head_dim=dc.get("attention_head_dim"),
-        dropout=dc.get("dropout", 0.0), norm_num_groups=dc["norm_num_groups"], norm_eps=dc["norm_eps"],
-        num_classes=dc.get("num_class_embeds"), width_choices=tuple(width_choices), channel_divisor=channel_divisor,
-        flip_sin_to_cos=dc["flip_sin_to_cos"], freq_shift=dc["freq_shift"],
-        downsample_padding=dc["downsample_padding"], time_embedding_dim=dc.get("time_embedding_dim"),
-        mid_block_scale_factor=float(dc.get("mid_block_scale_factor", 1.0)),
-    )

@@ -1,9 +1,7 @@
 """Evolutionary search for step-aware width schedules (DEAP), under a hard MACs budget.
 
-The genome holds one gene per sampling step (or per segment of consecutive steps): an index into the width
-options (the model's widths, plus 0 = skip when allowed). A genome's cost is the sum of its steps' MACs (from the
-measured per-width table); children over the budget are *repaired* by narrowing random genes until they fit, so
-every individual is feasible and no penalty term distorts the objective.
+Genomes, their cost and the operators are in :mod:`.space`. Children over the budget are *repaired* by narrowing
+random genes until they fit, so every individual is feasible and no penalty term distorts the objective.
 
 Pseudocode (single-objective mode; NSGA-II mode replaces step 4 by ``selNSGA2`` on (quality, MACs))::
 
@@ -31,159 +29,18 @@ import math
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
-from deap import base, tools
+from deap import tools
 from tqdm.auto import tqdm
 
 from ..utils import PathLike, atomic_write, atomic_write_json
+from .space import (Genome, ParetoFitness, QualityFitness, SearchError, SearchSpace, initial_genomes, mutate, repair,
+                    two_point_crossover)
 
-__all__ = ["SearchSpace", "SearchSettings", "SearchResult", "Genome", "evolve", "SearchError",
-           "two_point_crossover", "mutate", "repair"]
+__all__ = ["SearchSettings", "SearchResult", "Candidate", "evolve"]
 
 CHECKPOINT_VERSION = 1
-
-
-class SearchError(ValueError):
-    """Search arguments that cannot work (budget out of range or below the cheapest schedule, ...)."""
-
-
-class QualityFitness(base.Fitness):
-    weights = (-1.0,)  # lower quality value (FID, KID, 1 - SSIM) is better
-
-
-class ParetoFitness(base.Fitness):
-    weights = (-1.0, -1.0)  # (quality, MACs), both minimised
-
-
-class Genome(list):
-    """A list of option indices, one per gene, with a DEAP fitness (class chosen by the search mode)."""
-
-    def __init__(self, genes: Sequence[int], fitness_cls=QualityFitness):
-        super().__init__(int(g) for g in genes)
-        self.fitness = fitness_cls()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The search space: genes -> widths per step -> MACs
-# ----------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    """Widths per step for ``num_steps`` sampling steps, grouped into genes.
-
-    Args:
-        macs: MACs per width for one forward of one sample (``ddsm.macs.macs_table``).
-        num_steps: Sampling steps of the target scheduler.
-        allow_skip: Add 0 (skip: reuse the previous prediction) to the options; never at step 0.
-        segments: Group consecutive steps into this many genes of near-equal length (None: one gene per step).
-    """
-
-    macs: Tuple[Tuple[float, int], ...]
-    num_steps: int
-    allow_skip: bool = False
-    segments: Optional[int] = None
-
-    @classmethod
-    def build(cls, macs: Dict[float, int], num_steps: int, allow_skip: bool = False,
-              segments: Optional[int] = None) -> "SearchSpace":
-        if num_steps <= 0:
-            raise SearchError(f"num_steps={num_steps}: expected a positive int")
-        if segments is not None and not 1 <= segments <= num_steps:
-            raise SearchError(f"segments={segments}: expected 1..num_steps ({num_steps})")
-        return cls(tuple(sorted((float(w), int(m)) for w, m in macs.items())), num_steps, allow_skip, segments)
-
-    @property
-    def options(self) -> Tuple[float, ...]:
-        widths = tuple(w for w, _ in self.macs)
-        return ((0.0,) if self.allow_skip else ()) + widths
-
-    @property
-    def num_genes(self) -> int:
-        return self.segments or self.num_steps
-
-    @property
-    def bounds(self) -> List[Tuple[int, int]]:
-        """Step range [start, stop) of each gene."""
-        n, g = self.num_steps, self.num_genes
-        edges = [round(i * n / g) for i in range(g + 1)]
-        return [(edges[i], edges[i + 1]) for i in range(g)]
-
-    def widths(self, genome: Sequence[int]) -> List[float]:
-        opts = self.options
-        out: List[float] = []
-        for gene, (a, b) in zip(genome, self.bounds):
-            out += [opts[gene]] * (b - a)
-        return out
-
-    def width_macs(self, width: float) -> int:
-        return 0 if width == 0 else dict(self.macs)[width]
-
-    def cost(self, genome: Sequence[int]) -> int:
-        return sum(self.width_macs(w) for w in self.widths(genome))
-
-    @property
-    def full_cost(self) -> int:
-        return self.macs[-1][1] * self.num_steps
-
-    def lowest(self, gene_index: int) -> int:
-        """The narrowest option a gene may take (no skip for the gene holding step 0)."""
-        return 1 if (self.allow_skip and gene_index == 0) else 0
-
-    def cheapest(self) -> List[int]:
-        return [self.lowest(i) for i in range(self.num_genes)]
-
-    def genome_of(self, widths: Sequence[float]) -> List[int]:
-        """The genome of a per-step width list (each gene takes the width of its first step)."""
-        opts = self.options
-        return [opts.index(float(widths[a])) for a, _ in self.bounds]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Variation operators (private RNG, so checkpoints capture all randomness)
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def two_point_crossover(a: List[int], b: List[int], rng: random.Random) -> None:
-    """Swap the genes between two random cut points, in place."""
-    n = len(a)
-    if n < 2:
-        return
-    i, j = sorted(rng.sample(range(n + 1), 2))
-    a[i:j], b[i:j] = b[i:j], a[i:j]
-
-
-def mutate(genome: List[int], space: SearchSpace, gene_prob: float, rng: random.Random) -> int:
-    """Replace each gene, with probability ``gene_prob``, by a *different* allowed option; at least one gene is
-    always changed (a mutation that changes nothing is a wasted evaluation). Returns the number changed."""
-    n_opts = len(space.options)
-    changed = 0
-    forced = rng.randrange(len(genome))
-    for i in range(len(genome)):
-        if i == forced or rng.random() < gene_prob:
-            allowed = [o for o in range(space.lowest(i), n_opts) if o != genome[i]]
-            if allowed:
-                genome[i] = rng.choice(allowed)
-                changed += 1
-    return changed
-
-
-def repair(genome: List[int], space: SearchSpace, budget: int, rng: random.Random) -> List[int]:
-    """Narrow random genes (one option step at a time) until the genome's MACs fit ``budget``."""
-    for i in range(len(genome)):
-        genome[i] = max(genome[i], space.lowest(i))
-    while space.cost(genome) > budget:
-        narrowable = [i for i in range(len(genome)) if genome[i] > space.lowest(i)]
-        if not narrowable:
-            raise SearchError(f"budget {budget} MACs is below the cheapest schedule ({space.cost(space.cheapest())})")
-        genome[rng.choice(narrowable)] -= 1
-    return genome
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Settings, result, checkpoint
-# ----------------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -261,57 +118,6 @@ def _rng_from_json(data) -> random.Random:
     return rng
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# The search
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def initial_genomes(space: SearchSpace, budget: int, count: int, rng: random.Random) -> List[List[int]]:
-    """Uniform widths that fit the budget; with skips, evenly spaced computed genes at one width (fewer sampling
-    steps, written as skips: with DDIM a skipped step that reuses the last noise prediction is exactly a longer
-    step); small-then-large ramps at the budget; then random feasible genomes. So the baselines a schedule must beat
-    start inside the population, and elitism keeps the best of them."""
-    opts = space.options
-    out: List[List[int]] = []
-
-    def add(g: List[int]) -> None:
-        if g not in out and len(out) < count:
-            out.append(g)
-
-    n = space.num_genes
-    nonzero = [i for i, w in enumerate(opts) if w > 0]
-    for o in reversed(nonzero):  # uniform, widest first
-        g = [o] * n
-        if space.cost(g) <= budget:
-            add(g)
-    if space.allow_skip:  # the most evenly spaced genes of one width that fit (gene 0 always computed)
-        for o in reversed(nonzero):
-            if space.cost([o] * n) <= budget:
-                continue  # the uniform genome is in already
-            for k in range(n - 1, 0, -1):
-                kept = {round(i * n / k) for i in range(k)}
-                g = [o if i in kept else 0 for i in range(n)]
-                if space.cost(g) <= budget:
-                    add(g)
-                    break
-    for s in nonzero:  # ramps: the first k genes small, the rest large, with the most large genes that fit
-        for big in reversed(nonzero):
-            if big <= s:
-                continue
-            for k in range(n + 1):
-                g = [s] * k + [big] * (n - k)
-                if space.cost(g) <= budget:
-                    if 0 < k < n:
-                        add(g)
-                    break
-    attempts = 0
-    while len(out) < count and attempts < 100 * count:
-        attempts += 1
-        g = [rng.randrange(space.lowest(i), len(opts)) for i in range(n)]
-        add(repair(g, space, budget, rng))
-    return out
-
-
 def evolve(space: SearchSpace, evaluate: Evaluate, settings: SearchSettings, *, checkpoint: Optional[PathLike] = None,
            resume: bool = False, log_csv: Optional[PathLike] = None, progress: bool = True,
            metric_name: str = "", on_generation: Optional[Callable[[int], None]] = None,
@@ -362,20 +168,7 @@ def evolve(space: SearchSpace, evaluate: Evaluate, settings: SearchSettings, *, 
     out_ckpt = ckpt if write else None
     settings_json = dict(asdict(settings), space=dict(asdict(space), macs=[list(m) for m in space.macs]))
     if resume and ckpt is not None and ckpt.is_file():
-        state = json.loads(ckpt.read_text())
-        if state.get("version") != CHECKPOINT_VERSION:
-            raise SearchError(f"checkpoint {ckpt} has version {state.get('version')}, expected {CHECKPOINT_VERSION}")
-        diff = {k: (state["settings"].get(k), v) for k, v in settings_json.items() if state["settings"].get(k) != v}
-        if diff:
-            raise SearchError(f"checkpoint {ckpt} was made with other settings (checkpoint, now): {diff}")
-        rng = _rng_from_json(state["rng"])
-        memo = {(tuple(w), int(n)): float(q) for w, n, q in state["memo"]}
-        counters.update(state["counters"])
-        population = [Genome(g, fitness_cls) for g in state["population"]]
-        for ind, values in zip(population, state["fitness"]):
-            ind.fitness.values = tuple(values)
-        logbook_rows = state["logbook"]
-        start_gen = state["generation"] + 1
+        rng, memo, population, logbook_rows, start_gen = _restore(ckpt, settings_json, fitness_cls, counters)
     else:
         rng = random.Random(settings.seed)
         population = [Genome(g, fitness_cls) for g in initial_genomes(space, budget, settings.population, rng)]
@@ -401,8 +194,34 @@ def evolve(space: SearchSpace, evaluate: Evaluate, settings: SearchSettings, *, 
             on_generation(gen)
     if log_csv and write:
         _write_csv(log_csv, logbook_rows)
+    best, finals = _final_choice(population, space, settings, quality, progress)
+    return SearchResult(best=best, front=finals, logbook=logbook_rows, evaluations=counters["evaluations"],
+                        memo_hits=counters["memo_hits"], images_sampled=counters["images"], settings=settings,
+                        space=space, metric_name=metric_name, unet_forwards=counters["forwards"])
 
-    # Multi-fidelity: re-evaluate the front / the top k on more samples, choose on those numbers.
+
+def _restore(ckpt: Path, settings_json: dict, fitness_cls, counters: dict):
+    """The RNG, memo, population, logbook and next generation of a checkpoint made with ``settings_json``; its
+    counters are loaded into ``counters``."""
+    state = json.loads(ckpt.read_text())
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise SearchError(f"checkpoint {ckpt} has version {state.get('version')}, expected {CHECKPOINT_VERSION}")
+    diff = {k: (state["settings"].get(k), v) for k, v in settings_json.items() if state["settings"].get(k) != v}
+    if diff:
+        raise SearchError(f"checkpoint {ckpt} was made with other settings (checkpoint, now): {diff}")
+    rng = _rng_from_json(state["rng"])
+    memo = {(tuple(w), int(n)): float(q) for w, n, q in state["memo"]}
+    counters.update(state["counters"])
+    population = [Genome(g, fitness_cls) for g in state["population"]]
+    for ind, values in zip(population, state["fitness"]):
+        ind.fitness.values = tuple(values)
+    return rng, memo, population, state["logbook"], state["generation"] + 1
+
+
+def _final_choice(population: List[Genome], space: SearchSpace, settings: SearchSettings,
+                  quality: Callable[[List[float], int], float], progress: bool) -> Tuple[Candidate, List[Candidate]]:
+    """Multi-fidelity: re-evaluate the front / the top k on more samples, choose on those numbers. Returns the best
+    candidate and the re-evaluated front (nsga2: its non-dominated part)."""
     if settings.mode == "single":
         ranked = sorted(_unique(population), key=lambda i: (i.fitness.values[0], space.cost(i)))
         shortlist = ranked[: settings.top_k]
@@ -418,9 +237,7 @@ def evolve(space: SearchSpace, evaluate: Evaluate, settings: SearchSettings, *, 
     if settings.mode == "nsga2":
         finals = _pareto(finals)
         best = min(finals, key=lambda c: (c.quality, c.macs))
-    return SearchResult(best=best, front=finals, logbook=logbook_rows, evaluations=counters["evaluations"],
-                        memo_hits=counters["memo_hits"], images_sampled=counters["images"], settings=settings,
-                        space=space, metric_name=metric_name, unet_forwards=counters["forwards"])
+    return best, finals
 
 
 def _unique(population: List[Genome]) -> List[Genome]:

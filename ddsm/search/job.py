@@ -22,7 +22,8 @@ from ..evaluation import METRICS, FeatureSpace, ScheduleEvaluator
 from ..models import macs_table
 from ..sampling import build_scheduler
 from ..schedules import Schedule
-from .evolution import SearchError, SearchResult, SearchSettings, SearchSpace, evolve
+from .evolution import SearchResult, SearchSettings, evolve
+from .space import SearchError, SearchSpace
 from ..images import new_figure, save_figure
 from ..utils import atomic_write_json
 

