@@ -1,4 +1,4 @@
-"""Tests for ddsm.schedules.schedule: the schedule value object, its JSON file, builders, remapping and DDSM import.
+"""Tests for ddsm.schedules: the schedule value object, its JSON file, builders, remapping and DDSM import.
 
 The model is a stand-in (anything with ``.config``); schedulers are real diffusers schedulers. Expected widths are
 written out by hand (from the DDIM / DDPM / Euler timesteps), never recomputed with the code under test.

@@ -3,6 +3,7 @@ latent diffusion, checkpoint bookkeeping and the CLI, on 8 px models of a few ch
 
 import dataclasses
 import importlib.util
+import io
 import os
 import subprocess
 import sys
@@ -13,8 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from ddsm.config import ConfigError, ExperimentConfig, load_config
-from ddsm.training import (RunDirectory, ShardedBatchSampler, SlimmableTrainer, TrainingDiverged, sandwich_losses,
-                           sandwich_widths, step_generator)
+from ddsm.training import (ExponentialMovingAverage, RunDirectory, ShardedBatchSampler, SlimmableTrainer,
+                           TrainingDiverged, sandwich_losses, sandwich_widths, step_generator, warmup_lambda)
 from ddsm.models import SlimmableUNet
 from ddsm.utils import config_sha256
 
@@ -134,6 +135,77 @@ def test_batches_are_disjoint_across_processes_and_restart_exactly():
     assert ShardedBatchSampler(100, 8, seed=4).indices(0) != one.indices(0)
     with pytest.raises(ValueError, match="fewer than one global batch"):
         ShardedBatchSampler(10, 8, num_processes=2)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# EMA and warm-up: diffusers' EMAModel as configured here, and the warm-up kept against diffusers' schedule
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _ema_run(decay=0.9, updates=30):
+    """An ExponentialMovingAverage over ``updates`` random changes of the tiny model, and the decay and averages of
+    the formula ddsm used before diffusers' EMAModel: ``d = min(decay, (1 + n) / (10 + n))`` at update ``n``,
+    ``shadow.lerp_(param, 1 - d)``."""
+    model = _tiny_model()
+    ema = ExponentialMovingAverage(model, decay)
+    shadow = [p.detach().clone() for p in model.parameters()]
+    g = torch.Generator().manual_seed(0)
+    for n in range(1, updates + 1):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=g), alpha=0.1)
+        ema.step(model.parameters())
+        d = min(decay, (1 + n) / (10 + n))
+        assert ema.cur_decay_value == d  # the same decay at every update, exactly
+        for s, p in zip(shadow, model.parameters()):
+            s.lerp_(p.detach(), 1.0 - d)
+    return model, ema, shadow
+
+
+def test_ema_matches_the_formula_it_replaced():
+    _, ema, shadow = _ema_run()
+    for got, want in zip(ema.shadow_params, shadow):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)  # lerp_ and EMAModel's sub_ round apart
+
+
+def test_ema_state_round_trips_and_reads_the_old_format():
+    model, ema, _ = _ema_run(updates=5)
+    names = [name for name, _ in model.named_parameters()]
+    old = {"decay": 0.9, "num_updates": 5, "shadow": dict(zip(names, ema.shadow_params))}  # ddsm's own EMA's state
+    for state in (ema.state_dict(), old):
+        buffer = io.BytesIO()
+        torch.save(state, buffer)  # as accelerate's save_state / load_state do
+        buffer.seek(0)
+        loaded = ExponentialMovingAverage(_tiny_model(), 0.5)
+        loaded.load_state_dict(torch.load(buffer, map_location="cpu", weights_only=False))
+        assert (loaded.decay, loaded.optimization_step) == (0.9, 5)
+        assert all(torch.equal(a, b) for a, b in zip(loaded.shadow_params, ema.shadow_params))
+        loaded.step(model.parameters())
+        assert loaded.cur_decay_value == min(0.9, 7 / 16)  # update 6 continues the count
+    on_meta = ExponentialMovingAverage(_tiny_model().to("meta"), 0.5)  # stands for a GPU: not where torch.load puts it
+    on_meta.load_state_dict(ema.state_dict())
+    assert all(p.device.type == "meta" for p in on_meta.shadow_params)  # the averages stay with the model
+    with pytest.raises(ValueError, match="does not match the model"):
+        ExponentialMovingAverage(torch.nn.Linear(2, 2), 0.5).load_state_dict(ema.state_dict())
+
+
+def test_warmup_learning_rates_and_why_not_diffusers_schedule():
+    from diffusers.optimization import get_scheduler
+
+    def rates(make, steps=6):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+        scheduler, out = make(optimizer), []
+        for _ in range(steps):
+            out.append(scheduler.get_last_lr()[0])
+            optimizer.step()
+            scheduler.step()
+        return out
+
+    ours = rates(lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, warmup_lambda(3)))
+    assert ours == [0.5 / 3, 0.5 * 2 / 3, 0.5, 0.5, 0.5, 0.5]  # the first step already learns
+    theirs = rates(lambda opt: get_scheduler("constant_with_warmup", opt, num_warmup_steps=3))
+    assert theirs[0] == 0.0 and theirs[1:] == ours[:-1]  # one step behind: the first step would not learn
+    assert rates(lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, warmup_lambda(0)), 2) == [0.5, 0.5]
 
 
 # ----------------------------------------------------------------------------------------------------------------

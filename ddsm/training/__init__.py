@@ -1,17 +1,12 @@
 """The training stage: run infrastructure, sandwich-rule supernet training, autoencoder training."""
 
-from .trainer import (
-    TrainingDiverged, step_seed, step_generator, sandwich_widths, sandwich_losses, ExponentialMovingAverage,
-    ShardedBatchSampler, RunDirectory, SlimmableTrainer, TrainResult, train_slimmable, make_accelerator,
-    warmup_lambda
-)
-from .autoencoder import (
-    build_autoencoder, load_autoencoder, latent_shape, check_latent_model, latent_scaling_factor,
-    autoencoder_image_size, AutoencoderTrainer, AutoencoderResult, train_autoencoder
-)
+from .run import (TrainingDiverged, step_seed, step_generator, warmup_lambda, ShardedBatchSampler, StepCounter,
+                  RunDirectory, save_pretrained_atomically, make_accelerator)
+from .sandwich import sandwich_widths, sandwich_losses, ExponentialMovingAverage
+from .trainer import SlimmableTrainer, TrainResult, train_slimmable
+from .autoencoder import latent_scaling_factor, AutoencoderTrainer, AutoencoderResult, train_autoencoder
 
-__all__ = ['TrainingDiverged', 'step_seed', 'step_generator', 'sandwich_widths', 'sandwich_losses',
-           'ExponentialMovingAverage', 'ShardedBatchSampler', 'RunDirectory', 'SlimmableTrainer', 'TrainResult',
-           'train_slimmable', 'make_accelerator', 'warmup_lambda', 'build_autoencoder', 'load_autoencoder',
-           'latent_shape', 'check_latent_model', 'latent_scaling_factor', 'autoencoder_image_size',
+__all__ = ['TrainingDiverged', 'step_seed', 'step_generator', 'warmup_lambda', 'ShardedBatchSampler', 'StepCounter',
+           'RunDirectory', 'save_pretrained_atomically', 'make_accelerator', 'sandwich_widths', 'sandwich_losses',
+           'ExponentialMovingAverage', 'SlimmableTrainer', 'TrainResult', 'train_slimmable', 'latent_scaling_factor',
            'AutoencoderTrainer', 'AutoencoderResult', 'train_autoencoder']

@@ -1,5 +1,5 @@
-"""A small diffusers ``AutoencoderKL`` for latent diffusion: build it from the ``vae`` config section, train it,
-measure its latent scale, load it, and check that a UNet fits its latents.
+"""Training the small diffusers ``AutoencoderKL`` of latent diffusion (built, loaded and checked against the UNet
+by :mod:`ddsm.models.autoencoder`), and measuring its latent scale.
 
 Training (:class:`AutoencoderTrainer`) minimises ``MSE(decode(z), x) + kl_weight * KL(q(z|x) || N(0, I))`` with
 ``z ~ q(z|x)`` (the VAE of Rombach et al. 2022 without its perceptual and adversarial terms, which a toy autoencoder
@@ -15,97 +15,25 @@ noise schedule assumes) and samples are decoded from ``z / scaling_factor``.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import AutoencoderConfig, ConfigError, ExperimentConfig
-from .trainer import (RunDirectory, ShardedBatchSampler, TrainingDiverged, _StepCounter, make_accelerator,
-                       save_pretrained_atomically, step_generator, step_seed, warmup_lambda)
+from ..config import ExperimentConfig
+from ..models import autoencoder_image_size, build_autoencoder, check_latent_model, latent_shape
 from ..utils import PathLike
+from .run import (RunDirectory, ShardedBatchSampler, StepCounter, TrainingDiverged, make_accelerator,
+                  save_pretrained_atomically, step_generator, step_seed, warmup_lambda, with_max_steps)
 
-__all__ = ["build_autoencoder", "load_autoencoder", "latent_shape", "check_latent_model", "latent_scaling_factor",
-           "autoencoder_image_size", "AutoencoderTrainer", "AutoencoderResult", "train_autoencoder"]
+__all__ = ["latent_scaling_factor", "AutoencoderTrainer", "AutoencoderResult", "train_autoencoder"]
 
 _STREAM_SAMPLE, _STREAM_SCALE, _STREAM_INIT = 11, 12, 13
-
-
-def build_autoencoder(vae: AutoencoderConfig, image_size: int, channels: int):
-    """A freshly initialised ``AutoencoderKL`` of the ``vae`` section for ``channels`` x ``image_size`` images."""
-    from diffusers import AutoencoderKL
-
-    levels = len(vae.block_out_channels)
-    if image_size % vae.downsample_factor:
-        raise ConfigError(f"[vae] image size {image_size} is not divisible by the autoencoder's downsampling "
-                          f"factor {vae.downsample_factor} ({levels} levels)")
-    return AutoencoderKL(
-        in_channels=channels, out_channels=channels, latent_channels=vae.latent_channels,
-        down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
-        block_out_channels=tuple(vae.block_out_channels), layers_per_block=vae.layers_per_block,
-        norm_num_groups=vae.norm_num_groups, sample_size=image_size, scaling_factor=1.0,
-        mid_block_add_attention=vae.mid_block_attention)
-
-
-def load_autoencoder(path: PathLike):
-    """An ``AutoencoderKL`` from a ``save_pretrained`` directory (or a training run directory holding
-    ``autoencoder/``), in eval mode with frozen weights."""
-    from diffusers import AutoencoderKL
-
-    p = Path(path)
-    if not (p / "config.json").is_file() and (p / "autoencoder" / "config.json").is_file():
-        p = p / "autoencoder"
-    if not (p / "config.json").is_file():
-        raise FileNotFoundError(f"autoencoder {str(path)!r} is not an AutoencoderKL directory (no config.json); "
-                                "train one first: python train/train_autoencoder.py --config <this config> "
-                                "--output-dir <dir>, then set `autoencoder: <dir>/autoencoder`")
-    vae = AutoencoderKL.from_pretrained(p, local_files_only=True)
-    vae.eval().requires_grad_(False)
-    return vae
-
-
-def _factor(vae) -> int:
-    return 2 ** (len(vae.config.block_out_channels) - 1)
-
-
-def latent_shape(vae, image_size: Optional[int] = None) -> tuple:
-    """(C, H, W) of the latents of ``image_size`` images (default: the autoencoder's ``sample_size``)."""
-    size = image_size or vae.config.sample_size
-    return (vae.config.latent_channels, size // _factor(vae), size // _factor(vae))
-
-
-def check_latent_model(model_section: Mapping, vae, image_size: Optional[int] = None) -> None:
-    """Raise a clear :class:`~ddsm.config.ConfigError` unless the UNet of ``model_section`` takes and returns the
-    latents of ``vae`` (channels and size)."""
-    from ..models import SlimmableUNet
-
-    size = image_size or vae.config.sample_size
-    if size % _factor(vae):
-        raise ConfigError(f"latent diffusion: image size {size} is not divisible by the autoencoder's downsampling "
-                          f"factor {_factor(vae)}")
-    defaults = {k: v.default for k, v in inspect.signature(SlimmableUNet.__init__).parameters.items()}
-    got = {k: model_section.get(k, defaults[k]) for k in ("in_channels", "out_channels", "sample_size")}
-    c, h, _ = latent_shape(vae, size)
-    want = {"in_channels": c, "out_channels": c, "sample_size": h}
-    if got != want:
-        bad = ", ".join(f"{k}={got[k]} (latents need {want[k]})" for k in want if got[k] != want[k])
-        raise ConfigError(f"latent diffusion: the autoencoder makes latents of shape {(c, h, h)} from {size} px "
-                          f"images (latent_channels={c}, downsampling {_factor(vae)}), but the model section has "
-                          f"{bad}; set model.in_channels = model.out_channels = {c} and model.sample_size = {h}")
-
-
-def autoencoder_image_size(config: ExperimentConfig) -> int:
-    """The image size the autoencoder of ``config`` is trained on: ``data.image_size``, else the UNet's
-    ``sample_size`` times the downsampling factor of the ``vae`` section."""
-    if config.data.image_size:
-        return int(config.data.image_size)
-    return int(config.model.get("sample_size", 32)) * config.vae.downsample_factor
 
 
 @torch.no_grad()
@@ -161,10 +89,7 @@ class AutoencoderTrainer:
                  progress: bool = True):
         from ..data import dataset_from_config
 
-        if max_steps is not None:
-            if max_steps <= 0:
-                raise ConfigError(f"--max-steps {max_steps}: expected a positive int")
-            config = dataclasses.replace(config, vae=dataclasses.replace(config.vae, max_steps=int(max_steps)))
+        config = with_max_steps(config, "vae", max_steps)
         self.config, vc = config, config.vae
         self.run = RunDirectory(output_dir)
         self.progress = progress
@@ -186,7 +111,7 @@ class AutoencoderTrainer:
         optimizer = torch.optim.AdamW(vae.parameters(), lr=vc.learning_rate)
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(vc.warmup_steps))
         self.model, self.optimizer = self.accelerator.prepare(_WithKL(vae), optimizer)
-        self.counter = _StepCounter()
+        self.counter = StepCounter()
         self.accelerator.register_for_checkpointing(self.counter, self.lr_scheduler)
         self.resumed_from = self.run.latest_checkpoint() if resume else None
         if self.resumed_from is not None:
@@ -205,10 +130,7 @@ class AutoencoderTrainer:
 
         acc, vc, run = self.accelerator, self.config.vae, self.run
         if acc.is_main_process:
-            run.root.mkdir(parents=True, exist_ok=True)
-            run.remove_stale_temporaries()
-            run.truncate_log(self.step)
-            self.config.save(run.config_path)
+            run.prepare(self.config, self.step)
         n_params = sum(p.numel() for p in self.vae.parameters())
         acc.print(f"ddsm: training a {n_params / 1e6:.2f} M-parameter AutoencoderKL on {len(self.dataset)} images "
                   f"of {tuple(self.dataset[0][0].shape)} -> latents {latent_shape(self.vae)}; {acc.num_processes} "
