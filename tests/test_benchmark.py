@@ -1,4 +1,4 @@
-"""eval/benchmark.py and ddsm.benchmark.runner: budget selections, delta bisection, stitching, the end-to-end run."""
+"""eval/benchmark.py and ddsm.benchmark: budget selections, delta bisection, stitching, the end-to-end run."""
 
 import json
 import math
@@ -10,7 +10,8 @@ from diffusers import DDIMScheduler
 
 from conftest import tiny_unet_kwargs
 from ddsm import Schedule, SlimmableUNet
-from ddsm.benchmark.runner import (BenchmarkError, BenchmarkJob, StitchedUNet, _Runner, budget_status,
+from ddsm.config import ExperimentConfig
+from ddsm.benchmark import (BenchmarkError, BenchmarkJob, BenchmarkSampler, StitchedUNet, budget_status,
                             fewer_steps_for_budget, ramp_for_budget, tune_skip_delta, uniform_width_for_budget)
 from ddsm.models import macs_table
 from ddsm.sampling import sample
@@ -83,7 +84,7 @@ def test_delta_bisection_meets_the_budget_on_the_calibration_seeds():
     model = _model()
     job = BenchmarkJob(budgets=(0.6,), num_samples=2, num_steps=STEPS, calibration_samples=3,
                        stepsaver_reference_steps=STEPS, inception=False, domain=False)
-    runner = _Runner(model, job, None, macs_table(model))
+    runner = BenchmarkSampler(model, job, None, macs_table(model))
     tuned = tune_skip_delta(lambda p: runner.calibration_ratio([1.0] * STEPS, p), 0.6,
                             max_allowed_consecutive=STEPS)
     assert tuned.met and 0 < tuned.policy.delta
@@ -118,6 +119,8 @@ def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
     model = _model(0)
     model.save_pretrained(root / "run" / "model")
+    # config.yaml beside model/, where training writes it (the CLI never guesses one); defaults elsewhere
+    ExperimentConfig.from_dict({"model": tiny_unet_kwargs()}).save(root / "run" / "config.yaml")
     _model(1, block_out_channels=(4, 8, 8), width_choices=(1.0,), norm_num_groups=2,
            attention_head_dim=4).save_pretrained(root / "small" / "model")
     table = macs_table(model)

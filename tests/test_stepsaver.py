@@ -14,6 +14,7 @@ from ddsm.evaluation.metrics import ssim
 from ddsm.sampling import sample
 from ddsm.baselines import (StepSaver, StepSaverError, min_steps, remap_to_steps, sample_per_condition,
                             ssim_curves)
+from ddsm.baselines.stepsaver import ridge_predict
 
 DDIM = "DDIMScheduler"
 
@@ -127,6 +128,49 @@ def test_knn_rounds_the_neighbour_mean_up():
                                   embeddings={0: [0.0], 1: [1.0]}, predictor="knn", k=2)
     assert saver.steps == {0: 5, 1: 20}
     assert saver.recommend_steps([0.5]) == 20  # mean 12.5 -> the next candidate up
+
+
+def test_knn_breaks_distance_ties_by_condition_order():
+    # why k-NN stays hand-written: scikit-learn's KNeighborsRegressor breaks distance ties in no set order (1.9 takes
+    # condition 1 here, for a mean of 25)
+    saver = StepSaver(candidates=(5, 15, 22, 25, 35), threshold=0.9, curves={c: {5: 1.0} for c in range(4)},
+                      steps={0: 5, 1: 15, 2: 25, 3: 35}, embeddings={0: [1.0], 1: [1.0], 2: [-2.0], 3: [-2.0]},
+                      predictor="knn", k=3)
+    assert saver.recommend_steps([-1.0]) == 22  # 2, 3 and the earlier of the tied 0 and 1: mean 21.7, rounded up
+
+
+def _ridge_reference(X, y, x, alpha):
+    """StepSaver's hand-written ridge before scikit-learn: w = (Z^T Z + alpha I)^-1 Z^T (y - mean y) on standardised
+    features Z, prediction mean y + z @ w."""
+    mu, sd = X.mean(0), X.std(0)
+    sd = np.where(sd > 0, sd, 1.0)
+    Z, z = (X - mu) / sd, (x - mu) / sd
+    A = Z.T @ Z + alpha * np.eye(Z.shape[1])
+    w = np.linalg.lstsq(A, Z.T @ (y - y.mean()), rcond=None)[0]
+    return float(y.mean() + z @ w)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.01, 1.0, 10.0])
+def test_ridge_predictor_equals_the_hand_written_closed_form(alpha):
+    rng = np.random.default_rng(0)
+    candidates = (5, 10, 20, 40)
+    # (conditions, dimensions, a constant coordinate?): one condition, as many conditions as dimensions or fewer
+    # (singular without the penalty), more, and an exactly constant coordinate
+    cases = [(1, 2, False), (2, 2, False), (3, 5, False), (6, 6, False), (10, 3, True), (12, 6, False)]
+    for n, d, constant in cases:
+        X = rng.normal(size=(n, d)) * rng.uniform(0.1, 100, size=d)
+        if constant:
+            X[:, 1] = 0.5
+        y = rng.choice(candidates, size=n).astype(float)
+        queries = np.concatenate([X, rng.normal(size=(6, d)) * X.std(0).clip(1) + X.mean(0)])
+        saver = StepSaver(candidates=candidates, threshold=0.9, curves={c: {5: 1.0} for c in range(n)},
+                          steps={c: int(y[c]) for c in range(n)}, embeddings={c: X[c] for c in range(n)},
+                          predictor="ridge", ridge_alpha=alpha)
+        for x in queries:
+            expected = _ridge_reference(X, y, x, alpha)
+            assert ridge_predict(X, y, x, alpha) == pytest.approx(expected, rel=1e-9, abs=1e-9)
+            clipped = min(max(expected, candidates[0]), candidates[-1])
+            assert saver.recommend_steps(x) == next(s for s in candidates if s >= clipped - 1e-9)
 
 
 def test_recommend_steps_errors():

@@ -2,19 +2,13 @@
 
 StepSaver (step-count prediction per prompt) labels every condition with its *minimum step count*: the condition is
 sampled at a many-step reference (e.g. 100 DDIM steps) and at each candidate count (5, 8, 10, ..., 50) with the
-same seeds, and the label is the smallest candidate count whose mean SSIM to the reference is at least a threshold.
-A small predictor then maps a condition to its count:
+same seeds, and the label is the smallest candidate count whose mean SSIM to the reference is at least a threshold
+(:mod:`ddsm.baselines.stepsaver_curves`). A small predictor then maps a condition to its count:
 
 * class labels: a lookup table (label -> count);
 * an embedding vector per condition (optional, given by the user, e.g. a text embedding of the class name): a k-NN
   or ridge regressor on the labelled conditions' embeddings, whose prediction is rounded *up* to a step count in
   use (so an unseen condition gets at least as many steps as its neighbours suggest).
-
-Labelling rule (``rule``):
-
-* ``"stays"`` (default): the smallest count ``c`` such that every candidate ``c' >= c`` meets the threshold too (the
-  SSIM "stops changing"); robust to a lucky dip at one small count;
-* ``"first"``: the smallest count that meets the threshold.
 
 A condition that never meets the threshold gets the largest candidate (``met: false`` in its record).
 
@@ -40,146 +34,21 @@ import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from ..version import __version__
 from ..utils import PathLike, atomic_write_json
+from .stepsaver_curves import (DEFAULT_CANDIDATES, RULES, Condition, StepSaverError, check_candidates,
+                               condition_key, label_curves, min_steps, ssim_curves)
 
-__all__ = ["DEFAULT_CANDIDATES", "FORMAT", "VERSION", "RULES", "PREDICTORS", "StepSaver", "StepSaverError",
-           "StepSaverSampleResult", "min_steps", "ssim_curves", "sample_per_condition", "remap_to_steps"]
+__all__ = ["FORMAT", "VERSION", "PREDICTORS", "StepSaver", "knn_predict", "ridge_predict", "remap_to_steps"]
 
 FORMAT = "ddsm-stepsaver"
 VERSION = 1
-DEFAULT_CANDIDATES = (5, 8, 10, 15, 20, 25, 30, 40, 50)
-RULES = ("stays", "first")
 PREDICTORS = ("knn", "ridge")
-
-Condition = Optional[int]  # a class label, or None for an unconditional model
-
-
-class StepSaverError(ValueError):
-    """Bad StepSaver input, or a StepSaver file that does not validate."""
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Labelling
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def min_steps(curve: Mapping[int, float], threshold: float, rule: str = "stays") -> Optional[int]:
-    """The minimum step count of one condition from its SSIM curve (``{steps: mean SSIM to the reference}``).
-
-    ``rule="stays"``: the smallest count from which every larger candidate also has SSIM >= ``threshold``;
-    ``rule="first"``: the smallest count with SSIM >= ``threshold``. ``None`` when no count meets the threshold.
-    """
-    if rule not in RULES:
-        raise StepSaverError(f"rule={rule!r}: expected one of {list(RULES)}")
-    if not curve:
-        raise StepSaverError("the SSIM curve is empty: no candidate step counts were measured")
-    counts = sorted(int(c) for c in curve)
-    ok = [curve[c] >= threshold for c in counts]
-    if rule == "first":
-        return next((c for c, good in zip(counts, ok) if good), None)
-    best = None
-    for c, good in zip(reversed(counts), reversed(ok)):  # walk down from the largest count while it holds
-        if not good:
-            break
-        best = c
-    return best
-
-
-def _key(condition: Any) -> Condition:
-    """A condition as a table key: None, or a Python int (numpy / 0-d torch integers accepted)."""
-    if condition is None:
-        return None
-    if getattr(condition, "ndim", None) == 0 and hasattr(condition, "item"):
-        condition = condition.item()
-    if isinstance(condition, (np.integer,)):
-        condition = int(condition)
-    if isinstance(condition, bool) or not isinstance(condition, int):
-        raise StepSaverError(f"condition {condition!r} ({type(condition).__name__}) is not a class label (int) or "
-                             "None")
-    return condition
-
-
-def _default_conditions(model) -> List[Condition]:
-    k = getattr(model.config, "num_classes", None)
-    return list(range(k)) if k else [None]
-
-
-@torch.no_grad()
-def ssim_curves(model, scheduler_name: str, scheduler_config: Mapping[str, Any], *, seeds: Sequence[int],
-                candidates: Sequence[int] = DEFAULT_CANDIDATES, reference_steps: int = 100,
-                conditions: Optional[Sequence[Condition]] = None, width: Optional[float] = None,
-                guidance_scale: float = 1.0, batch_size: int = 64, autoencoder=None,
-                progress: bool = True) -> Dict[Condition, Dict[int, float]]:
-    """Mean SSIM to the ``reference_steps`` output, per condition and candidate step count, on the same seeds.
-
-    Every condition uses the same ``seeds`` (image ``i`` of a condition depends only on its seed and label), and all
-    conditions run in one batched :func:`ddsm.sampling.sample` call per step count. The network runs at ``width``
-    (default: the full width) at every step.
-    """
-    from ..evaluation.metrics import ssim
-    from ..sampling import build_scheduler, sample
-    from tqdm.auto import tqdm
-
-    seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise StepSaverError("seeds is empty: StepSaver needs at least one seed per condition")
-    candidates = _check_candidates(candidates)
-    if not isinstance(reference_steps, int) or reference_steps <= 0:
-        raise StepSaverError(f"reference_steps={reference_steps!r}: expected a positive int")
-    conds = [_key(c) for c in (conditions if conditions is not None else _default_conditions(model))]
-    if not conds:
-        raise StepSaverError("conditions is empty")
-    if len(set(conds)) != len(conds):
-        raise StepSaverError(f"conditions has duplicates: {conds}")
-    if None in conds and len(conds) > 1:
-        raise StepSaverError("conditions mixes None (unconditional) with class labels")
-    width = float(width) if width is not None else max(model.width_choices)
-    n = len(seeds)
-    all_seeds = [s for _ in conds for s in seeds]
-    labels = None if conds == [None] else [c for c in conds for _ in seeds]
-
-    def run(steps: int) -> torch.Tensor:
-        return sample(model, build_scheduler(scheduler_name, dict(scheduler_config)), width,
-                      num_inference_steps=steps, seeds=all_seeds, class_labels=labels,
-                      guidance_scale=guidance_scale, batch_size=batch_size, autoencoder=autoencoder,
-                      progress=False).images
-
-    todo = [reference_steps] + [c for c in candidates if c != reference_steps]
-    curves: Dict[Condition, Dict[int, float]] = {c: {} for c in conds}
-    reference = None
-    for steps in tqdm(todo, desc="StepSaver labelling", unit="count", disable=not progress, leave=False):
-        images = run(steps)
-        if reference is None:
-            reference = images
-        if steps not in candidates:
-            continue
-        per_image = ssim(images, reference)  # (len(conds) * n,)
-        for i, c in enumerate(conds):
-            curves[c][steps] = float(per_image[i * n: (i + 1) * n].mean())
-    return curves
-
-
-def _check_candidates(candidates: Iterable[int]) -> Tuple[int, ...]:
-    try:
-        values = [int(c) for c in candidates]
-    except (TypeError, ValueError):
-        raise StepSaverError(f"candidates={candidates!r}: expected a list of positive ints") from None
-    if not values or any(v <= 0 for v in values) or any(int(c) != c for c in candidates):
-        raise StepSaverError(f"candidates={list(candidates)!r}: expected a non-empty list of positive ints")
-    if len(set(values)) != len(values):
-        raise StepSaverError(f"candidates={values}: duplicate step counts")
-    return tuple(sorted(values))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The predictor
-# ----------------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -219,7 +88,7 @@ class StepSaver:
 
     def __post_init__(self):
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
-        put("candidates", _check_candidates(self.candidates))
+        put("candidates", check_candidates(self.candidates))
         if self.rule not in RULES:
             raise StepSaverError(f"rule={self.rule!r}: expected one of {list(RULES)}")
         if self.predictor not in PREDICTORS:
@@ -230,7 +99,7 @@ class StepSaver:
             raise StepSaverError(f"k={self.k!r}: expected a positive int")
         if not self.ridge_alpha >= 0:
             raise StepSaverError(f"ridge_alpha={self.ridge_alpha!r}: expected >= 0")
-        steps = {_key(c): int(s) for c, s in self.steps.items()}
+        steps = {condition_key(c): int(s) for c, s in self.steps.items()}
         if not steps:
             raise StepSaverError("steps is empty: no condition was labelled")
         bad = {c: s for c, s in steps.items() if s <= 0}
@@ -239,13 +108,13 @@ class StepSaver:
         if None in steps and len(steps) > 1:
             raise StepSaverError("steps mixes None (unconditional) with class labels")
         put("steps", steps)
-        curves = {_key(c): {int(s): float(v) for s, v in curve.items()} for c, curve in self.curves.items()}
+        curves = {condition_key(c): {int(s): float(v) for s, v in curve.items()} for c, curve in self.curves.items()}
         missing = sorted(set(steps) - set(curves), key=str)
         if missing:
             raise StepSaverError(f"curves has no entry for condition(s) {missing}")
         put("curves", curves)
         if self.embeddings is not None:
-            emb = {_key(c): tuple(float(x) for x in np.asarray(v, dtype=np.float64).ravel())
+            emb = {condition_key(c): tuple(float(x) for x in np.asarray(v, dtype=np.float64).ravel())
                    for c, v in self.embeddings.items()}
             missing = sorted(set(steps) - set(emb), key=str)
             if missing:
@@ -265,8 +134,8 @@ class StepSaver:
         """Label every condition of ``curves`` with :func:`min_steps` (the largest candidate when none meets the
         threshold) and build the predictor. ``candidates`` default to the counts in the curves."""
         counts = sorted({int(s) for curve in curves.values() for s in curve})
-        candidates = _check_candidates(candidates if candidates is not None else counts)
-        steps = _label(curves, threshold, rule, candidates)
+        candidates = check_candidates(candidates if candidates is not None else counts)
+        steps = label_curves(curves, threshold, rule, candidates)
         return cls(candidates=candidates, threshold=float(threshold), curves=curves, steps=steps, rule=rule,
                    **kwargs)
 
@@ -296,7 +165,7 @@ class StepSaver:
 
     def with_threshold(self, threshold: float) -> "StepSaver":
         """The same curves labelled at another threshold (no sampling)."""
-        steps = _label(self.curves, threshold, self.rule, self.candidates)
+        steps = label_curves(self.curves, threshold, self.rule, self.candidates)
         return replace(self, threshold=float(threshold), steps=steps)
 
     # ------------------------------------------------------------------------------------------------ predicting
@@ -316,7 +185,7 @@ class StepSaver:
         rounded up to a step count in use."""
         if condition is None or isinstance(condition, (int, np.integer)) or (
                 getattr(condition, "ndim", None) == 0 and not isinstance(condition, float)):
-            key = _key(condition)
+            key = condition_key(condition)
             if key not in self.steps:
                 raise StepSaverError(f"condition {key!r} was not labelled; labelled conditions: "
                                      f"{sorted(self.steps, key=str)} (pass an embedding vector for an unseen one)")
@@ -338,19 +207,16 @@ class StepSaver:
         if not np.isfinite(x).all():
             raise StepSaverError("embedding contains NaN or inf")
         if self.predictor == "knn":
-            k = min(self.k, len(conds))
-            dist = np.linalg.norm(X - x[None], axis=1)
-            nearest = np.argsort(dist, kind="stable")[:k]
-            value = float(y[nearest].mean())
+            value = knn_predict(X, y, x, self.k)
         else:
-            value = _ridge_predict(X, y, x, self.ridge_alpha)
+            value = ridge_predict(X, y, x, self.ridge_alpha)
         options = self.step_options
         value = min(max(value, options[0]), options[-1])
         return next(s for s in options if s >= value - 1e-9)
 
     def mean_steps(self, weights: Optional[Mapping[Condition, float]] = None) -> float:
         """Mean step count over conditions weighted by ``weights`` (default: equal)."""
-        weights = {_key(c): float(w) for c, w in (weights or {c: 1.0 for c in self.steps}).items()}
+        weights = {condition_key(c): float(w) for c, w in (weights or {c: 1.0 for c in self.steps}).items()}
         missing = sorted(set(weights) - set(self.steps), key=str)
         if missing:
             raise StepSaverError(f"weights name condition(s) {missing} that were not labelled")
@@ -435,7 +301,7 @@ class StepSaver:
         for i, r in enumerate(records):
             if not isinstance(r, Mapping) or not {"label", "steps", "ssim"} <= set(r):
                 raise StepSaverError(f"conditions[{i}] must be an object with label, steps and ssim")
-            c = _key(r["label"])
+            c = condition_key(r["label"])
             if c in steps:
                 raise StepSaverError(f"conditions[{i}]: label {c!r} appears twice")
             steps[c] = r["steps"]
@@ -474,24 +340,24 @@ class StepSaver:
             raise StepSaverError(f"{path}: {e}") from None
 
 
-def _label(curves: Mapping[Condition, Mapping[int, float]], threshold: float, rule: str,
-           candidates: Sequence[int]) -> Dict[Condition, int]:
-    out = {}
-    for c, curve in curves.items():
-        measured = {int(s): float(v) for s, v in curve.items() if int(s) in set(candidates)}
-        found = min_steps(measured, threshold, rule) if measured else None
-        out[c] = found if found is not None else max(candidates)
-    return out
+def knn_predict(X: np.ndarray, y: np.ndarray, x: np.ndarray, k: int) -> float:
+    """The mean of ``y`` over the ``k`` rows of ``X`` nearest to ``x`` (Euclidean; ``k`` capped at the rows)."""
+    # not sklearn's KNeighborsRegressor: it breaks distance ties in no set order, here the earlier condition wins
+    nearest = np.argsort(np.linalg.norm(X - x[None], axis=1), kind="stable")[:min(k, len(X))]
+    return float(y[nearest].mean())
 
 
-def _ridge_predict(X: np.ndarray, y: np.ndarray, x: np.ndarray, alpha: float) -> float:
-    """Ridge regression on standardised features, closed form: w = (Z^T Z + alpha I)^-1 Z^T (y - mean y)."""
-    mu, sd = X.mean(0), X.std(0)
-    sd = np.where(sd > 0, sd, 1.0)
-    Z, z = (X - mu) / sd, (x - mu) / sd
-    A = Z.T @ Z + alpha * np.eye(Z.shape[1])
-    w = np.linalg.lstsq(A, Z.T @ (y - y.mean()), rcond=None)[0]
-    return float(y.mean() + z @ w)
+def ridge_predict(X: np.ndarray, y: np.ndarray, x: np.ndarray, alpha: float) -> float:
+    """Ridge regression of ``y`` on the standardised rows of ``X``, with an intercept, evaluated at ``x``.
+
+    A coordinate constant over the rows (up to rounding) is centred but not scaled (scikit-learn's StandardScaler).
+    """
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), Ridge(alpha=alpha, solver="svd")).fit(X, y)
+    return float(model.predict(x[None])[0])
 
 
 def _json_default(x: Any) -> Any:
@@ -502,11 +368,6 @@ def _json_default(x: Any) -> Any:
     raise TypeError(f"{type(x).__name__} is not JSON serialisable")
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Sampling with per-condition step counts
-# ----------------------------------------------------------------------------------------------------------------
-
-
 def remap_to_steps(schedule, num_steps: int, scheduler_name: str, scheduler_config: Mapping[str, Any]):
     """``schedule`` moved onto ``num_steps`` steps of the named scheduler, by nearest timestep
     (:meth:`ddsm.schedule.Schedule.remap`)."""
@@ -515,100 +376,3 @@ def remap_to_steps(schedule, num_steps: int, scheduler_name: str, scheduler_conf
     scheduler = build_scheduler(scheduler_name, dict(scheduler_config))
     scheduler.set_timesteps(int(num_steps))
     return schedule.remap(scheduler=scheduler)
-
-
-@dataclass
-class StepSaverSampleResult:
-    """Images sampled with a step count per condition, in seed order, and what they cost.
-
-    ``steps[i]`` is image ``i``'s step count; ``groups`` maps each step count to the :class:`SampleResult` of its
-    images; ``macs_per_image`` is the mean over all images of the UNet MACs actually spent;
-    ``full_macs_per_step`` is one step of the full width (``macs_per_image / full_macs_per_step`` = mean full-width
-    steps' worth of compute).
-    """
-
-    images: torch.Tensor
-    seeds: List[int]
-    class_labels: Optional[List[int]]
-    steps: List[int]
-    macs_per_image: float
-    full_macs_per_step: float
-    seconds: float
-    groups: Dict[int, Any]
-    computed_steps: np.ndarray  # (N,) network evaluations per image
-
-    @property
-    def seconds_per_image(self) -> float:
-        return self.seconds / max(1, len(self.seeds))
-
-    @property
-    def mean_steps(self) -> float:
-        return float(np.mean(self.steps))
-
-
-def sample_per_condition(model, scheduler_name: str, scheduler_config: Mapping[str, Any],
-                         steps_for: Union[StepSaver, Callable[[Condition], int], Mapping[Condition, int]], *,
-                         seeds: Sequence[int], class_labels: Optional[Sequence[int]] = None, schedule=None,
-                         width: Optional[float] = None, skip_policy=None, guidance_scale: float = 1.0,
-                         batch_size: int = 64, autoencoder=None, macs_table: Optional[dict] = None,
-                         progress: bool = False) -> StepSaverSampleResult:
-    """Sample every image with its condition's own step count (StepSaver as a sampler).
-
-    Images sharing a step count run together in one :func:`ddsm.sampling.sample` call; they come back in seed
-    order and, since each image depends only on its seed and label, equal what sampling them one by one gives.
-    Each count runs ``width`` at every step (default: full), or, with ``schedule`` (a
-    :class:`~ddsm.schedule.Schedule`), that width schedule remapped onto the count by nearest timestep.
-    """
-    from ..models import macs_table as count_table
-    from ..sampling import build_scheduler, sample
-
-    seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise StepSaverError("seeds is empty: nothing to sample")
-    if class_labels is not None:
-        class_labels = [int(c) for c in class_labels]
-        if len(class_labels) != len(seeds):
-            raise StepSaverError(f"class_labels has {len(class_labels)} entries for {len(seeds)} seeds")
-    if isinstance(steps_for, StepSaver):
-        lookup = steps_for.recommend_steps
-    elif isinstance(steps_for, Mapping):
-        table = {_key(c): int(s) for c, s in steps_for.items()}
-        lookup = lambda c: table[_key(c)]  # noqa: E731
-    else:
-        lookup = steps_for
-    labels = class_labels if class_labels is not None else [None] * len(seeds)
-    per_label = {c: int(lookup(c)) for c in set(labels)}
-    steps = [per_label[c] for c in labels]
-    if any(s <= 0 for s in steps):
-        raise StepSaverError(f"step counts must be positive, got {sorted(set(steps))}")
-    table = {float(w): m for w, m in (macs_table or count_table(model)).items()}
-    width = float(width) if width is not None else max(model.width_choices)
-    forwards = 2 if (guidance_scale != 1.0 and class_labels is not None) else 1
-
-    shape = None
-    images: Optional[torch.Tensor] = None
-    groups: Dict[int, Any] = {}
-    computed = np.zeros(len(seeds), dtype=np.int64)
-    spent = 0.0
-    seconds = 0.0
-    for count in sorted(set(steps)):
-        idx = [i for i, s in enumerate(steps) if s == count]
-        plan = (remap_to_steps(schedule, count, scheduler_name, scheduler_config) if schedule is not None
-                else width)
-        result = sample(model, build_scheduler(scheduler_name, dict(scheduler_config)), plan,
-                        num_inference_steps=count, seeds=[seeds[i] for i in idx],
-                        class_labels=None if class_labels is None else [class_labels[i] for i in idx],
-                        guidance_scale=guidance_scale, batch_size=batch_size, skip_policy=skip_policy,
-                        autoencoder=autoencoder, macs_table=table, progress=progress)
-        if images is None:
-            shape = tuple(result.images.shape[1:])
-            images = torch.empty((len(seeds), *shape), dtype=result.images.dtype)
-        images[idx] = result.images
-        computed[idx] = result.computed.sum(1)
-        spent += result.macs_per_image * len(idx)
-        seconds += result.seconds
-        groups[count] = result
-    return StepSaverSampleResult(images=images, seeds=seeds, class_labels=class_labels, steps=steps,
-                                 macs_per_image=spent / len(seeds),
-                                 full_macs_per_step=float(table[max(model.width_choices)] * forwards),
-                                 seconds=seconds, groups=groups, computed_steps=computed)
