@@ -11,11 +11,12 @@ on disk keyed by the model's config fingerprint, so hot loops (search, sampling)
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -23,7 +24,10 @@ from torch import nn
 from .unet import SlimmableUNet, StaticSubnet
 from ..utils import PathLike, atomic_write_json, default_cache_dir
 
-__all__ = ["sdpa_macs", "count_macs", "fvcore_macs", "macs_table", "width_report", "MACS_CACHE_VERSION"]
+if TYPE_CHECKING:
+    from torch.utils.benchmark import Measurement
+
+__all__ = ["sdpa_macs", "count_macs", "fvcore_macs", "macs_table", "time_calls", "width_report", "MACS_CACHE_VERSION"]
 
 MACS_CACHE_VERSION = 1
 
@@ -106,30 +110,34 @@ def macs_table(model: SlimmableUNet, widths: Optional[Sequence[float]] = None, i
     return table
 
 
-def time_call(fn, repeats: int = 5, warmup: int = 1) -> float:
-    """Median wall-clock seconds of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
-    import statistics
-    import time
+def time_calls(calls: Dict[Any, Callable[[], Any]], rounds: int = 5,
+               progress: bool = False) -> Dict[Any, Measurement]:
+    """Time each of ``calls`` with ``torch.utils.benchmark.Timer`` (this process's thread count, accelerators
+    synchronised) in ``rounds`` rounds that each time every call once, in turn, after its Timer's two warm-up calls.
 
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    Interleaving spreads load from other processes over all calls instead of skewing one; one timed call per visit
+    (not ``blocked_autorange``, whose blocks run a UNet forward ten times or more) keeps a round short. Returns one
+    merged ``Measurement`` per key: ``.median`` and ``.iqr`` are seconds per call over the rounds.
+    """
+    from torch.utils.benchmark import Measurement, Timer
+    from tqdm.auto import tqdm
+
+    if rounds < 1:
+        raise ValueError(f"rounds={rounds}: expected >= 1")
+    timers = {key: Timer("fn()", globals={"fn": fn}, num_threads=torch.get_num_threads(), description=str(key))
+              for key, fn in calls.items()}
+    runs: Dict[Any, list] = {key: [] for key in calls}
+    for _ in tqdm(range(rounds), desc="timing rounds", disable=not progress):
+        for key, timer in timers.items():
+            runs[key].append(timer.timeit(number=1))
+    return {key: Measurement.merge(measurements)[0] for key, measurements in runs.items()}
 
 
 def width_report(model: SlimmableUNet, time_batch: Optional[int] = None, repeats: int = 5,
                  use_cache: bool = True, progress: bool = True) -> dict:
     """Per-width MACs (with and without attention matmuls) and their ratios to width 1.0; with ``time_batch``
     also the forward time of a batch at each width, for the supernet and for the static sub-network of the same
-    shape, measured side by side (alternating) in this process."""
-    import statistics
-
-    from tqdm.auto import tqdm
-
+    shape, measured side by side in this process by :func:`time_calls` (``repeats`` interleaved rounds)."""
     widths = sorted(model.width_choices)
     with_attn = macs_table(model, widths, include_attention=True, use_cache=use_cache)
     no_attn = macs_table(model, widths, include_attention=False, use_cache=use_cache)
@@ -139,29 +147,30 @@ def width_report(model: SlimmableUNet, time_batch: Optional[int] = None, repeats
     report = dict(config_sha256=model.config_sha256, sample_size=model.config.sample_size,
                   counted_by="fvcore, one multiply-add = one MAC, one sample, one forward", widths=rows)
     if time_batch:
-        cfg = model.config
-        model = model.eval()
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(time_batch, cfg.in_channels, cfg.sample_size, cfg.sample_size, generator=g)
-        t = torch.randint(0, 1000, (time_batch,), generator=g)
-        # Interleave widths and the two implementations in every round, so that load from other processes
-        # spreads over all measurements instead of skewing one width; keep the median of each.
-        with torch.no_grad():
-            subnets = {w: model.subnet(w).eval() for w in widths}
-            calls = {(w, kind): (lambda w=w: model(x, t, width=w)) if kind == "supernet" else
-                     (lambda w=w: subnets[w](x, t)) for w in widths for kind in ("supernet", "static")}
-            for fn in calls.values():  # warm-up: first-call allocations and kernel selection
-                fn()
-            samples = {key: [] for key in calls}
-            for _ in tqdm(range(repeats), desc="timing rounds", disable=not progress):
-                for key, fn in calls.items():
-                    samples[key].append(time_call(fn, repeats=1, warmup=0))
-        timed = {w: (statistics.median(samples[(w, "supernet")]), statistics.median(samples[(w, "static")]))
-                 for w in widths}
+        timed = _time_widths(model.eval(), widths, time_batch, repeats, progress)
         for row in rows:
-            sup, sub = timed[row["width"]]
-            row.update(time_s=sup, time_ratio=sup / timed[1.0][0], static_time_s=sub,
-                       static_time_ratio=sub / timed[1.0][1], supernet_vs_static=sup / sub)
+            sup, sub = timed[(row["width"], "supernet")], timed[(row["width"], "static")]
+            row.update(time_s=sup.median, time_ratio=sup.median / timed[(1.0, "supernet")].median,
+                       static_time_s=sub.median, static_time_ratio=sub.median / timed[(1.0, "static")].median,
+                       supernet_vs_static=sup.median / sub.median, time_iqr_s=sup.iqr, static_time_iqr_s=sub.iqr)
         report["timing"] = dict(batch=time_batch, repeats=repeats, threads=torch.get_num_threads(),
-                                statistic="median seconds per forward of the batch")
+                                statistic="median seconds per forward of the batch over the rounds "
+                                          "(torch.utils.benchmark.Timer, widths interleaved in every round)")
     return report
+
+
+def _time_widths(model: SlimmableUNet, widths: Sequence[float], batch: int, rounds: int,
+                 progress: bool) -> Dict[Tuple[float, str], Measurement]:
+    """Forward timings of a batch, keyed by (width, "supernet" or "static")."""
+    cfg, param = model.config, next(model.parameters())
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, cfg.in_channels, cfg.sample_size, cfg.sample_size, generator=g)
+    t = torch.randint(0, 1000, (batch,), generator=g)
+    x, t = x.to(device=param.device, dtype=param.dtype), t.to(param.device)
+    subnets = {w: model.subnet(w).eval() for w in widths}
+    calls = {}
+    for w in widths:
+        calls[(w, "supernet")] = functools.partial(model, x, t, width=w)
+        calls[(w, "static")] = functools.partial(subnets[w], x, t)
+    with torch.no_grad():
+        return time_calls(calls, rounds, progress)

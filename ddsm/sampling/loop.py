@@ -3,8 +3,9 @@
 :func:`sample` is the one sampling loop of the toolkit. At step ``k`` it runs the supernet at ``widths[k]``; a
 width of 0 runs no network and reuses the previous noise prediction (the scheduler still steps). It composes with
 
-* any diffusers scheduler (DDPM, DDIM, DPM-Solver multistep, Euler, ...): the loop only uses ``set_timesteps``,
-  ``scale_model_input``, ``init_noise_sigma`` and ``step``;
+* the diffusers schedulers of :data:`~ddsm.sampling.SCHEDULERS` (DDPM, DDIM, DPM-Solver, UniPC, PNDM, Euler,
+  Heun, ...): the loop only uses ``set_timesteps``, ``scale_model_input``, ``init_noise_sigma`` and ``step``, and
+  runs one width per entry of ``scheduler.timesteps`` (one model call each, see :mod:`ddsm.sampling.schedulers`);
 * AdaptiveDiffusion skipping (:class:`SkipPolicy`), decided per sample from the third-order difference of the
   latent's updates;
 * classifier-free guidance (conditional and null-class predictions in one batched forward);
@@ -27,21 +28,10 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
+from .schedulers import set_timestep_count, step_kwargs
 from ..schedules import Schedule, ScheduleError
 
-__all__ = ["SkipPolicy", "SampleResult", "sample", "balanced_labels", "resolve_widths", "build_scheduler", "SCHEDULERS"]
-
-SCHEDULERS = ("DDPMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler", "EulerDiscreteScheduler",
-              "EulerAncestralDiscreteScheduler", "UniPCMultistepScheduler", "PNDMScheduler")
-
-
-def build_scheduler(name: str, config: dict):
-    """A diffusers scheduler by class name (one of :data:`SCHEDULERS`) from a scheduler or diffusion config."""
-    import diffusers
-
-    if name not in SCHEDULERS:
-        raise ValueError(f"scheduler {name!r} is not supported; expected one of {list(SCHEDULERS)}")
-    return getattr(diffusers, name).from_config(dict(config))
+__all__ = ["SkipPolicy", "SampleResult", "sample", "balanced_labels", "resolve_widths"]
 
 
 @dataclass(frozen=True)
@@ -121,11 +111,13 @@ def resolve_widths(model, scheduler, schedule: Union[Schedule, float, Sequence[f
                    num_inference_steps: Optional[int] = None) -> List[float]:
     """Set the scheduler's timesteps for ``schedule`` and return the width of each step.
 
-    ``schedule`` is a :class:`Schedule` (its step count is used; its timesteps must match the scheduler's: remap it
-    otherwise), one width for every step, or a list of widths (one per step).
+    ``schedule`` is a :class:`Schedule` (its timesteps must be the scheduler's: remap it otherwise), one width for
+    every timestep of ``set_timesteps(num_inference_steps or 50)``, or a list of widths (one per timestep). A
+    schedule's length is the scheduler's own timestep count (``len(scheduler.timesteps)``, e.g.
+    ``num_inference_steps + 9`` for PNDM): :func:`~ddsm.sampling.set_timestep_count` finds the step count for it.
     """
     if isinstance(schedule, Schedule):
-        scheduler.set_timesteps(schedule.num_inference_steps or len(schedule))
+        set_timestep_count(scheduler, len(schedule))
         schedule.check_scheduler(scheduler)
         widths = list(schedule.widths)
     elif isinstance(schedule, (int, float)):
@@ -133,10 +125,13 @@ def resolve_widths(model, scheduler, schedule: Union[Schedule, float, Sequence[f
         widths = [float(schedule)] * len(scheduler.timesteps)
     else:
         widths = [float(w) for w in schedule]
-        scheduler.set_timesteps(num_inference_steps or len(widths))
+        if num_inference_steps is None:
+            set_timestep_count(scheduler, len(widths))
+        else:
+            scheduler.set_timesteps(num_inference_steps)
         if len(widths) != len(scheduler.timesteps):
-            raise ScheduleError(f"widths has {len(widths)} entries but the scheduler runs "
-                                f"{len(scheduler.timesteps)} steps")
+            raise ScheduleError(f"widths has {len(widths)} entries but {type(scheduler).__name__} visits "
+                                f"{len(scheduler.timesteps)} timesteps for num_inference_steps={num_inference_steps}")
     choices = set(model.width_choices)
     bad = sorted({w for w in widths if w != 0 and w not in choices})
     if bad:
@@ -157,10 +152,11 @@ def _predict(model, x: torch.Tensor, t, labels: Optional[torch.Tensor], width: f
     return uncond + guidance_scale * (cond - uncond)
 
 
-def _sample_batch(model, scheduler, widths, seeds, labels, guidance_scale, skip_policy, autoencoder, shape,
+def _sample_batch(model, scheduler, steps, widths, seeds, labels, guidance_scale, skip_policy, autoencoder, shape,
                   device, dtype, progress_bar):
-    scheduler.set_timesteps(len(widths))  # fresh solver state for every batch (multistep solvers keep history)
+    scheduler.set_timesteps(steps)  # fresh solver state for every batch (multistep solvers keep history)
     gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+    extra = step_kwargs(scheduler, generator=gens)  # per-sample noise for the schedulers that draw any
     B = len(seeds)
     x = randn_tensor((B, *shape), generator=gens, device=torch.device("cpu"), dtype=dtype).to(device)
     x = x * scheduler.init_noise_sigma
@@ -183,7 +179,7 @@ def _sample_batch(model, scheduler, widths, seeds, labels, guidance_scale, skip_
             new = _predict(model, x_in, t, lab, w, guidance_scale, null_label)
             eps = new if eps is None else eps.index_copy(0, idx, new)
             computed[idx.cpu().numpy(), k] = True
-        x_next = scheduler.step(eps, t, x, generator=gens).prev_sample
+        x_next = scheduler.step(eps, t, x, **extra).prev_sample
         if skip_policy is not None:  # AdaptiveDiffusion: decide the next step from this update
             d = (x_next - x).abs().flatten(1).mean(1)
             deltas = torch.cat([deltas[:, 1:], d[:, None]], 1)
@@ -209,10 +205,12 @@ def sample(model, scheduler, schedule: Union[Schedule, float, Sequence[float]] =
 
     Args:
         model: A :class:`~ddsm.unet.SlimmableUNet` (in eval mode).
-        scheduler: Any diffusers scheduler; its timesteps are set here from the schedule.
-        schedule: A :class:`~ddsm.schedule.Schedule`, one width for every step, or a list of widths.
+        scheduler: A diffusers scheduler, one of :data:`~ddsm.sampling.SCHEDULERS`; its timesteps are set here.
+        schedule: A :class:`~ddsm.schedule.Schedule`, one width for every step, or a list of widths (one per entry
+            of ``scheduler.timesteps``: one per model call, so ``2n - 1`` for Heun's ``n`` steps).
         seeds: One seed per image (image ``i`` depends only on ``seeds[i]`` and its label).
-        num_inference_steps: Step count when ``schedule`` is a single width (default 50).
+        num_inference_steps: ``set_timesteps`` argument when ``schedule`` is a single width (default 50) or a list
+            of widths (default: the one giving a timestep per width); ignored for a :class:`Schedule`.
         class_labels: One label per image for class-conditional models (``None``: the null class).
         guidance_scale: Classifier-free guidance scale (1.0: no guidance, one forward per step).
         batch_size: Images per forward (per process); results do not depend on it.
@@ -242,6 +240,7 @@ def sample(model, scheduler, schedule: Union[Schedule, float, Sequence[float]] =
     if guidance_scale != 1.0 and not cfg.num_classes:
         raise ValueError(f"guidance_scale={guidance_scale} needs a class-conditional model")
     widths = resolve_widths(model, scheduler, schedule, num_inference_steps)
+    steps = set_timestep_count(scheduler, len(widths))  # the set_timesteps argument, to reset it for every batch
     timesteps = [float(t) for t in scheduler.timesteps]
     table = {float(w): m for w, m in (macs_table or count_table(model)).items()}
 
@@ -260,7 +259,7 @@ def sample(model, scheduler, schedule: Union[Schedule, float, Sequence[float]] =
         idx = mine[lo: lo + batch_size]
         labels = (torch.tensor([class_labels[i] for i in idx], device=device) if class_labels is not None
                   else None)
-        img, comp = _sample_batch(model, scheduler, widths, [seeds[i] for i in idx], labels, guidance_scale,
+        img, comp = _sample_batch(model, scheduler, steps, widths, [seeds[i] for i in idx], labels, guidance_scale,
                                   skip_policy, autoencoder, shape, device, dtype, bar)
         images.append(img)
         computed.append(comp)

@@ -64,9 +64,10 @@ class DDSMPipeline(DiffusionPipeline):
         pipeline's). ``output_type``: "pil", "np" (N, H, W, C) in [0, 1] or "pt" (N, C, H, W) in [-1, 1]. The
         :class:`~ddsm.sampling.SampleResult` (MACs, time, skipped steps) is kept in ``self.last_result``."""
         schedule = schedule if schedule is not None else (self.schedule if self.schedule is not None else 1.0)
-        if isinstance(schedule, Schedule) and num_inference_steps not in (None, len(schedule)):
+        if isinstance(schedule, Schedule) and num_inference_steps is not None:
             self.scheduler.set_timesteps(num_inference_steps)
-            schedule = schedule.remap(scheduler=self.scheduler)
+            if len(self.scheduler.timesteps) != len(schedule):  # PNDM and Heun visit more timesteps than steps
+                schedule = schedule.remap(scheduler=self.scheduler)
         seeds = list(range(num_images)) if seeds is None else list(seeds)
         result = sample(self.unet, self.scheduler, schedule, seeds=seeds, num_inference_steps=num_inference_steps,
                         class_labels=class_labels, guidance_scale=guidance_scale, batch_size=batch_size,
