@@ -81,17 +81,15 @@ def default_labels(model, num: int, label: Optional[int] = None):
 
 
 def load_run_config(model_dir: PathLike, config_path: Optional[PathLike] = None):
-    """The experiment config of a run: ``config_path`` if given, else ``config.yaml`` beside the model folder,
-    else the defaults of configs/mnist.yaml's sections with the model's own config."""
-    from .config import ExperimentConfig, load_config
+    """The experiment config of a run: ``config_path`` if given, else ``config.yaml`` beside the model folder (where
+    training writes it). Without either, a :class:`~ddsm.config.ConfigError` that asks for ``--config``: the data
+    set, noise schedule and sampler of a run are never guessed."""
+    from .config import ConfigError, load_config
 
     if config_path:
         return load_config(config_path)
     beside = Path(model_dir).parent / "config.yaml"
-    if beside.is_file():
-        return load_config(beside)
-    from .utils import canonical_config
-    import json
-
-    model_config = json.loads((Path(model_dir) / "config.json").read_text())
-    return ExperimentConfig.from_dict({"model": canonical_config(model_config)})
+    if not beside.is_file():
+        raise ConfigError(f"no experiment config for --model {str(model_dir)!r}: {str(beside)!r} does not exist; "
+                          "pass --config with the run's experiment YAML (e.g. --config configs/mnist.yaml)")
+    return load_config(beside)

@@ -27,8 +27,8 @@ def main(argv=None) -> int:
     p.add_argument("--metric", help="quality metric: domain_fid, domain_kid, inception_fid, "
                    "fidelity (1 - SSIM to the full model, same seeds) or teacher_fid (classifier-feature FID to the "
                    "full model's samples of the same seeds)")
-    p.add_argument("--mode", choices=["single", "nsga2"], default="single",
-                   help="single: best schedule under the budget; nsga2: the quality-MACs Pareto front")
+    p.add_argument("--mode", choices=["single", "nsga2"], help="single: best schedule under the budget; nsga2: "
+                   "the quality-MACs Pareto front (default: the config's search.mode, single)")
     p.add_argument("--scheduler", help="diffusers scheduler class to search for (default: config sampling)")
     p.add_argument("--steps", type=int, help="sampling steps (default: config sampling.num_inference_steps)")
     p.add_argument("--allow-skip", action="store_true", help="let steps skip the network (reuse the last prediction)")
@@ -60,7 +60,8 @@ def main(argv=None) -> int:
             output=args.output or str(Path(args.model).parent / "search" / "schedule.json"),
             budget=None if args.budget_macs is not None else pick(args.budget, s.budget),
             budget_macs=None if args.budget_macs is None else int(args.budget_macs),
-            metric=pick(args.metric, s.metric), mode=args.mode, scheduler=pick(args.scheduler, smp.scheduler),
+            metric=pick(args.metric, s.metric), mode=pick(args.mode, s.mode),
+            scheduler=pick(args.scheduler, smp.scheduler),
             num_steps=pick(args.steps, smp.num_inference_steps), allow_skip=args.allow_skip or s.allow_skip,
             segments=pick(args.segments, s.segments), population=pick(args.population, s.population),
             generations=pick(args.generations, s.generations), num_samples=pick(args.num_samples, s.num_samples),

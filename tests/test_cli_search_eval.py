@@ -11,6 +11,7 @@ import torch
 
 from conftest import tiny_unet_kwargs
 from ddsm import Schedule, SlimmableUNet
+from ddsm.config import ExperimentConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--steps", "8", "--population", "4", "--generations", "2", "--num-samples", "4", "--final-samples", "8",
@@ -41,13 +42,19 @@ def run_dir(tmp_path_factory):
             p.mul_(0.5)
     root = tmp_path_factory.mktemp("run")
     model.save_pretrained(root / "model")
+    ExperimentConfig.from_dict({"model": tiny_unet_kwargs()}).save(root / "experiment.yaml")  # defaults elsewhere
     return root
+
+
+def _config(run_dir):
+    """--config: the run folder has no config.yaml beside model/, and the CLIs never guess one."""
+    return ["--config", str(run_dir / "experiment.yaml")]
 
 
 def test_evolve_cli_writes_every_output(run_dir):
     out = run_dir / "search" / "schedule.json"
     res = _run(["search/evolve.py", "--model", str(run_dir / "model"), "--budget", "0.5", "--metric", "fidelity",
-                "--output", str(out), *SMALL])
+                "--output", str(out), *_config(run_dir), *SMALL])
     assert res.returncode == 0, res.stderr[-3000:]
     for name in ("schedule.json", "pareto.json", "pareto.png", "schedule.png", "log.csv", "checkpoint.json"):
         assert (out.parent / name).is_file(), name
@@ -61,7 +68,7 @@ def test_evolve_cli_writes_every_output(run_dir):
 
     # --resume of a finished search reproduces the same schedule
     res = _run(["search/evolve.py", "--model", str(run_dir / "model"), "--budget", "0.5", "--metric", "fidelity",
-                "--output", str(out), "--resume", "--no-baselines", *SMALL])
+                "--output", str(out), "--resume", "--no-baselines", *_config(run_dir), *SMALL])
     assert res.returncode == 0, res.stderr[-3000:]
     assert Schedule.load(out).widths == schedule.widths
 
@@ -74,7 +81,7 @@ def test_evolve_cli_writes_every_output(run_dir):
 ])
 def test_evolve_cli_rejects_bad_arguments(run_dir, tmp_path, capsys, args, message):
     code = _script("search/evolve.py").main(["--model", str(run_dir / "model"), "--output",
-                                              str(tmp_path / "s.json"), *args, *SMALL])
+                                              str(tmp_path / "s.json"), *_config(run_dir), *args, *SMALL])
     err = capsys.readouterr().err
     assert code != 0
     assert message in err, err[-2000:]
@@ -88,7 +95,7 @@ def test_evaluate_cli_writes_both_reports(run_dir, tmp_path):
     schedule = Schedule.ramp(model, DDIMScheduler(), 0.25, 1.0, 0.5, num_inference_steps=6)
     schedule.save(tmp_path / "schedule.json")
     res = _run(["eval/evaluate.py", "--model", str(run_dir / "model"), "--schedule", str(tmp_path / "schedule.json"),
-                "--num-samples", "8", "--no-inception", "--output-dir", str(tmp_path / "report")])
+                "--num-samples", "8", "--no-inception", "--output-dir", str(tmp_path / "report"), *_config(run_dir)])
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["step_aware"]["macs_ratio"] == pytest.approx(schedule.with_macs(
