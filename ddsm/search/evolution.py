@@ -3,7 +3,8 @@
 Genomes, their cost and the operators are in :mod:`.space`. Children over the budget are *repaired* by narrowing
 random genes until they fit, so every individual is feasible and no penalty term distorts the objective.
 
-Pseudocode (single-objective mode; NSGA-II mode replaces step 4 by ``selNSGA2`` on (quality, MACs))::
+Pseudocode (single-objective mode; NSGA-II mode picks parents in step 1 by front and crowding distance, and
+replaces step 4 by ``selNSGA2`` on (quality, MACs))::
 
     P <- uniform widths that fit, small-then-large ramps at the budget, random feasible genomes      (|P| = mu)
     evaluate P (quality on N samples with seeds shared by every candidate)
@@ -17,7 +18,9 @@ Pseudocode (single-objective mode; NSGA-II mode replaces step 4 by ``selNSGA2`` 
     re-evaluate the top k on N_final samples (multi-fidelity) and return the best
 
 Randomness comes from one private ``random.Random`` whose state is checkpointed, so ``resume`` after a kill ends
-with exactly the result of an uninterrupted run.
+with exactly the result of an uninterrupted run. The checkpoint also records the settings and the *objective* (what
+a memoised score means: metric, seeds, scheduler, model weights, ...; :func:`~.fingerprint.search_objective`), and
+``resume`` refuses a checkpoint made with other ones, naming each difference.
 """
 
 from __future__ import annotations
@@ -29,18 +32,18 @@ import math
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from deap import tools
 from tqdm.auto import tqdm
 
 from ..utils import PathLike, atomic_write, atomic_write_json
 from .space import (Genome, ParetoFitness, QualityFitness, SearchError, SearchSpace, initial_genomes, mutate, repair,
-                    two_point_crossover)
+                    tournament_selector, two_point_crossover)
 
 __all__ = ["SearchSettings", "SearchResult", "Candidate", "evolve"]
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: the checkpoint records the objective
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,7 @@ def _rng_from_json(data) -> random.Random:
 def evolve(space: SearchSpace, evaluate: Evaluate, settings: SearchSettings, *, checkpoint: Optional[PathLike] = None,
            resume: bool = False, log_csv: Optional[PathLike] = None, progress: bool = True,
            metric_name: str = "", on_generation: Optional[Callable[[int], None]] = None,
-           write: bool = True) -> SearchResult:
+           write: bool = True, objective: Optional[Mapping[str, Any]] = None) -> SearchResult:
     """Run the evolutionary search and return the best schedule(s). See the module docstring.
 
     Args:
@@ -129,12 +132,14 @@ def evolve(space: SearchSpace, evaluate: Evaluate, settings: SearchSettings, *, 
         evaluate: ``evaluate(widths, num_samples) -> (quality, unet_forwards)``, deterministic.
         settings: budget and evolution settings.
         checkpoint: JSON file rewritten atomically after every generation.
-        resume: continue from ``checkpoint`` when it exists (its settings must equal ``settings``).
+        resume: continue from ``checkpoint`` when it exists (its settings and objective must equal these).
         log_csv: per-generation log written at the end.
         progress: a progress bar per generation.
         metric_name: what ``evaluate`` measures, for the result.
         on_generation: called with the generation number after each checkpoint (tests use it to interrupt).
         write: write checkpoint and log (False on non-main processes of a multi-process run).
+        objective: plain JSON values that define what ``evaluate`` measures (metric, seeds, scheduler, model
+            fingerprints, ...), recorded in the checkpoint and compared on ``resume``.
     """
     budget = settings.budget_macs
     cheapest = space.cost(space.cheapest())
@@ -167,8 +172,9 @@ def evolve(space: SearchSpace, evaluate: Evaluate, settings: SearchSettings, *, 
     ckpt = Path(checkpoint) if checkpoint else None
     out_ckpt = ckpt if write else None
     settings_json = dict(asdict(settings), space=dict(asdict(space), macs=[list(m) for m in space.macs]))
+    header = json.loads(json.dumps(dict(settings=settings_json, objective=objective)))  # as read back
     if resume and ckpt is not None and ckpt.is_file():
-        rng, memo, population, logbook_rows, start_gen = _restore(ckpt, settings_json, fitness_cls, counters)
+        rng, memo, population, logbook_rows, start_gen = _restore(ckpt, header, fitness_cls, counters)
     else:
         rng = random.Random(settings.seed)
         population = [Genome(g, fitness_cls) for g in initial_genomes(space, budget, settings.population, rng)]
@@ -177,7 +183,7 @@ def evolve(space: SearchSpace, evaluate: Evaluate, settings: SearchSettings, *, 
         logbook_rows = []
         start_gen = 0
         logbook_rows.append(_record(0, population, space, counters, settings))
-        _save(out_ckpt, 0, population, logbook_rows, memo, rng, counters, settings_json)
+        _save(out_ckpt, 0, population, logbook_rows, memo, rng, counters, header)
 
     for gen in range(start_gen, settings.generations + 1):
         if gen == 0:
@@ -189,7 +195,7 @@ def evolve(space: SearchSpace, evaluate: Evaluate, settings: SearchSettings, *, 
                 assign(child)
         population = _survive(population + children, settings)
         logbook_rows.append(_record(gen, population, space, counters, settings))
-        _save(out_ckpt, gen, population, logbook_rows, memo, rng, counters, settings_json)
+        _save(out_ckpt, gen, population, logbook_rows, memo, rng, counters, header)
         if on_generation is not None:
             on_generation(gen)
     if log_csv and write:
@@ -200,15 +206,18 @@ def evolve(space: SearchSpace, evaluate: Evaluate, settings: SearchSettings, *, 
                         space=space, metric_name=metric_name, unet_forwards=counters["forwards"])
 
 
-def _restore(ckpt: Path, settings_json: dict, fitness_cls, counters: dict):
-    """The RNG, memo, population, logbook and next generation of a checkpoint made with ``settings_json``; its
-    counters are loaded into ``counters``."""
+def _restore(ckpt: Path, header: dict, fitness_cls, counters: dict):
+    """The RNG, memo, population, logbook and next generation of a checkpoint made with ``header`` (settings and
+    objective); its counters are loaded into ``counters``."""
     state = json.loads(ckpt.read_text())
+    fresh = "start without --resume or use another --output"
     if state.get("version") != CHECKPOINT_VERSION:
-        raise SearchError(f"checkpoint {ckpt} has version {state.get('version')}, expected {CHECKPOINT_VERSION}")
-    diff = {k: (state["settings"].get(k), v) for k, v in settings_json.items() if state["settings"].get(k) != v}
+        raise SearchError(f"search checkpoint {ckpt} has version {state.get('version')}, this version reads "
+                          f"{CHECKPOINT_VERSION} (version 2 records the objective); {fresh}")
+    diff = _mismatches({k: state.get(k) for k in header}, header)
     if diff:
-        raise SearchError(f"checkpoint {ckpt} was made with other settings (checkpoint, now): {diff}")
+        raise SearchError(f"search checkpoint {ckpt} was made with other settings than this run: {'; '.join(diff)}; "
+                          f"{fresh}")
     rng = _rng_from_json(state["rng"])
     memo = {(tuple(w), int(n)): float(q) for w, n, q in state["memo"]}
     counters.update(state["counters"])
@@ -216,6 +225,40 @@ def _restore(ckpt: Path, settings_json: dict, fitness_cls, counters: dict):
     for ind, values in zip(population, state["fitness"]):
         ind.fitness.values = tuple(values)
     return rng, memo, population, state["logbook"], state["generation"] + 1
+
+
+def _mismatches(stored: dict, now: dict) -> List[str]:
+    """``"name=<checkpoint's>, this run asks name=<now>"`` for each differing leaf of the sections (settings,
+    objective) of a checkpoint and of this run, named by its path below the section (``seed``, ``metric``,
+    ``scheduler_config.beta_schedule``...)."""
+    old, new = _section_leaves(stored), _section_leaves(now)
+    absent = object()
+
+    def show(name: str, value) -> str:
+        text = "<absent>" if value is absent else repr(value)
+        return f"{name}={text if len(text) <= 48 else text[:45] + '...'}"
+
+    names = list(new) + [k for k in old if k not in new]
+    return [f"{show(k, old.get(k, absent))}, this run asks {show(k, new.get(k, absent))}"
+            for k in names if old.get(k, absent) != new.get(k, absent)]
+
+
+def _section_leaves(sections: dict) -> dict:
+    out = {}
+    for tree in sections.values():
+        out.update(_leaves(tree or {}))
+    return out
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict:
+    """The leaves of nested dicts by dotted name."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
 
 
 def _final_choice(population: List[Genome], space: SearchSpace, settings: SearchSettings,
@@ -257,10 +300,7 @@ def _pareto(cands: List[Candidate]) -> List[Candidate]:
 
 
 def _vary(population, space, settings, budget, rng, fitness_cls) -> List[Genome]:
-    def tournament() -> Genome:
-        a, b = rng.sample(population, 2)
-        return a if a.fitness > b.fitness else b  # DEAP fitness comparison (dominance-aware, weights applied)
-
+    tournament = tournament_selector(population, rng, pareto=settings.mode == "nsga2")
     children: List[Genome] = []
     while len(children) < settings.population:
         p1, p2 = tournament(), tournament()
@@ -299,10 +339,10 @@ def _record(gen: int, population: List[Genome], space: SearchSpace, counters: di
                 unet_forwards=counters["forwards"], best_widths=" ".join(f"{w:g}" for w in space.widths(best)))
 
 
-def _save(ckpt, gen, population, logbook_rows, memo, rng, counters, settings_json) -> None:
+def _save(ckpt, gen, population, logbook_rows, memo, rng, counters, header) -> None:
     if ckpt is None:
         return
-    state = dict(version=CHECKPOINT_VERSION, generation=gen, settings=settings_json,
+    state = dict(version=CHECKPOINT_VERSION, generation=gen, **header,
                  population=[list(i) for i in population], fitness=[list(i.fitness.values) for i in population],
                  logbook=logbook_rows, memo=[[list(k[0]), k[1], v] for k, v in memo.items()],
                  rng=_rng_to_json(rng), counters=counters)

@@ -7,7 +7,8 @@ Outputs in the output directory (``schedule.json``'s folder):
     pareto.png      the same as a plot, with the uniform-width and fewer-steps baselines
     schedule.png    width per step of the best schedule
     log.csv         one row per generation
-    checkpoint.json the search state after the last finished generation (--resume continues from it)
+    checkpoint.json the search state after the last finished generation, with the objective its scores were
+                    measured under (--resume continues from it, and only for the same objective)
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from ..models import macs_table
 from ..sampling import build_scheduler
 from ..schedules import Schedule
 from .evolution import SearchResult, SearchSettings, evolve
+from .fingerprint import search_objective
 from .space import SearchError, SearchSpace
 from ..images import new_figure, save_figure
+from ..runtime import model_device
 from ..utils import atomic_write_json
 
 __all__ = ["SearchJob", "run_search", "plot_pareto", "plot_schedule"]
@@ -96,21 +99,24 @@ def run_search(model, job: SearchJob, scheduler_config: dict, accelerator=None, 
         res = model.config.sample_size * (1 if autoencoder is None else
                                           2 ** (len(autoencoder.config.block_out_channels) - 1))
         make = FeatureSpace.inception if job.metric == "inception_fid" else FeatureSpace.domain
-        features = make(job.dataset, res, channels, progress=progress and is_main, root=job.data_root)
+        features = make(job.dataset, res, channels, progress=progress and is_main, root=job.data_root,
+                        device=model_device(model))
         features.reference  # compute (or load) before the clock starts
     evaluator = ScheduleEvaluator(model, job.scheduler, scheduler_config, job.num_steps, job.metric, features,
                                   seed=job.sample_seed, guidance_scale=job.guidance_scale,
                                   batch_size=job.batch_size, autoencoder=autoencoder, accelerator=accelerator)
+    scheduler = build_scheduler(job.scheduler, scheduler_config)
+    objective = search_objective(job, model, scheduler, features, autoencoder,
+                                 mixed_precision=getattr(accelerator, "mixed_precision", "no"))
     start = time.perf_counter()
     result = evolve(space, evaluator, settings, checkpoint=folder / "checkpoint.json", resume=job.resume,
                     log_csv=folder / "log.csv", progress=progress and is_main, metric_name=evaluator.metric_name,
-                    write=is_main)
+                    write=is_main, objective=objective)
     seconds = time.perf_counter() - start
 
     baselines = _baselines(space, evaluator, settings, progress and is_main) if job.baselines else []
     summary = _summary(result, baselines, seconds, job, evaluator)
     if is_main:
-        scheduler = build_scheduler(job.scheduler, scheduler_config)
         schedule = Schedule.from_widths(model, scheduler, result.best.widths, num_inference_steps=job.num_steps)
         metrics = dict(metric=job.metric, value=result.best.quality, metric_name=evaluator.metric_name,
                        num_samples=result.best.num_samples, sample_seeds=[job.sample_seed,

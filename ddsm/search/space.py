@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from deap import base
+from deap import base, tools
+from deap.tools import emo
 
 __all__ = ["SearchError", "QualityFitness", "ParetoFitness", "Genome", "SearchSpace", "two_point_crossover", "mutate",
-           "repair", "initial_genomes"]
+           "repair", "initial_genomes", "tournament_selector"]
 
 
 class SearchError(ValueError):
@@ -143,6 +144,38 @@ def repair(genome: List[int], space: SearchSpace, budget: int, rng: random.Rando
             raise SearchError(f"budget {budget} MACs is below the cheapest schedule ({space.cost(space.cheapest())})")
         genome[rng.choice(narrowable)] -= 1
     return genome
+
+
+def tournament_selector(population: Sequence[Genome], rng: random.Random,
+                        pareto: bool = False) -> Callable[[], Genome]:
+    """A function drawing one parent per call by a binary tournament between two random members of ``population``.
+
+    Single objective: the better fitness wins. ``pareto=True`` (NSGA-II, Deb et al. 2002): the crowded-comparison
+    operator. The member of the better non-dominated front wins (so a dominated member never beats its dominator);
+    on one front, the larger crowding distance wins (the ends of a front and its sparse regions, where
+    lexicographic comparison would always prefer the best quality); remaining ties are a coin flip. This is DEAP's
+    ``tools.selTournamentDCD`` comparing fronts rather than pairwise dominance (an individual cannot win by being
+    alone in a worse front), drawing from ``rng`` (whose state the search checkpoints) instead of the global
+    ``random``, and for any population size (not only multiples of 4).
+    """
+    if not pareto:
+        def best_of_two() -> Genome:
+            a, b = rng.sample(population, 2)
+            return a if a.fitness > b.fitness else b  # DEAP fitness comparison (weights applied)
+
+        return best_of_two
+    rank = {}
+    for index, front in enumerate(tools.sortNondominated(population, len(population))):
+        emo.assignCrowdingDist(front)
+        rank.update({id(ind): (index, -ind.fitness.crowding_dist) for ind in front})
+
+    def crowded_best_of_two() -> Genome:
+        a, b = rng.sample(population, 2)
+        if rank[id(a)] != rank[id(b)]:
+            return a if rank[id(a)] < rank[id(b)] else b
+        return a if rng.random() < 0.5 else b
+
+    return crowded_best_of_two
 
 
 def initial_genomes(space: SearchSpace, budget: int, count: int, rng: random.Random) -> List[List[int]]:

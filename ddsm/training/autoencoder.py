@@ -106,6 +106,8 @@ class AutoencoderTrainer:
         if not resume and self.run.list_checkpoints():
             raise FileExistsError(f"{self.run.root} already holds checkpoints; pass --resume to continue that run, "
                                   "or choose another --output-dir")
+        if resume:
+            self.run.check_log()
 
         self.accelerator = accelerator or make_accelerator()
         optimizer = torch.optim.AdamW(vae.parameters(), lr=vc.learning_rate)

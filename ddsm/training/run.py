@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Callable, Iterator, List, Mapping, Optional, Tuple
 
@@ -41,7 +42,7 @@ from ..utils import PathLike, atomic_write
 
 __all__ = [
     "TrainingDiverged", "step_seed", "step_generator", "warmup_lambda", "ShardedBatchSampler", "StepCounter",
-    "RunDirectory", "save_pretrained_atomically", "make_accelerator", "with_max_steps",
+    "RunDirectory", "read_jsonl", "save_pretrained_atomically", "make_accelerator", "with_max_steps",
 ]
 
 # The data order's random stream; the trainers number their own streams (noise, sandwich draw, ...) apart from it.
@@ -198,17 +199,45 @@ class RunDirectory:
             f.flush()
 
     def truncate_log(self, after_step: int) -> None:
-        """Drop log records past ``after_step`` (left by a run that crashed after its last checkpoint)."""
+        """Drop log records past ``after_step`` (left by a run that crashed after its last checkpoint), and a torn
+        last line (see :func:`read_jsonl`). At step 0 (a fresh start) the whole log goes."""
+        if after_step == 0:
+            self.log_path.unlink(missing_ok=True)
         if not self.log_path.is_file():
             return
-        kept = [line for line in self.log_path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= after_step]
-        atomic_write(self.log_path, "".join(line + "\n" for line in kept))
+        kept = [r for r in read_jsonl(self.log_path) if not isinstance(r, dict) or r.get("step", 0) <= after_step]
+        atomic_write(self.log_path, "".join(json.dumps(r, allow_nan=True) + "\n" for r in kept))
 
     def read_log(self) -> List[dict]:
-        if not self.log_path.is_file():
-            return []
-        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+        return read_jsonl(self.log_path) if self.log_path.is_file() else []
+
+    def check_log(self) -> None:
+        """Raise ``ValueError`` naming file and line when the log has an invalid line before its last (call before
+        resuming, so that the error comes before any work; a torn last line passes: resuming drops it)."""
+        if self.log_path.is_file():
+            read_jsonl(self.log_path, warn=False)
+
+
+def read_jsonl(path: PathLike, warn: bool = True) -> list:
+    """The records of an append-only JSON-lines file (blank lines skipped).
+
+    A last line that is not valid JSON is the torn write of a process killed while appending: it is dropped, with a
+    ``RuntimeWarning`` when ``warn``. An invalid line before the last cannot come from that and is a ``ValueError``
+    naming file and line.
+    """
+    lines = [(i, line) for i, line in enumerate(Path(path).read_text().splitlines(), 1) if line.strip()]
+    records = []
+    for i, line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError as e:
+            if i != lines[-1][0]:
+                raise ValueError(f"{path}, line {i}: not a JSON record ({e}); only the last line of an "
+                                 "append-only log can be torn by an interrupted write: repair or remove it") from None
+            if warn:
+                warnings.warn(f"{path}, line {i}: dropping a torn last record (an interrupted write): "
+                              f"{line[:60]!r}", RuntimeWarning, stacklevel=2)
+    return records
 
 
 def save_pretrained_atomically(save: Callable[[Path], None], path: PathLike) -> Path:
@@ -229,10 +258,10 @@ def save_pretrained_atomically(save: Callable[[Path], None], path: PathLike) -> 
 def make_accelerator(gradient_accumulation_steps: int = 1):
     """An ``accelerate.Accelerator`` for this machine: the CPU when there is no GPU (also with several processes,
     started by ``accelerate launch --multi_gpu --num_processes N`` or ``torchrun``). Mixed precision comes from
-    accelerate's launch flags / config."""
-    from accelerate import Accelerator
+    accelerate's launch flags / config (fp16 needs CUDA). See :func:`ddsm.runtime.make_accelerator`."""
+    from .. import runtime
 
-    return Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=gradient_accumulation_steps)
+    return runtime.make_accelerator(gradient_accumulation_steps=gradient_accumulation_steps)
 
 
 def with_max_steps(config, section: str, max_steps: Optional[int]):

@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import ConfigError, ExperimentConfig
+from ..models import encode_latents
 from ..utils import PathLike, canonical_config
 from .inputs import (check_data_fits_model, check_resume_config, dataset_for_training, load_autoencoder_for,
                      load_init_model)
@@ -147,6 +148,8 @@ class SlimmableTrainer:
                                   "pass --resume to continue that run, or choose another --output-dir")
         if resume and run.config_path.is_file():
             check_resume_config(run.config_path, self.config)
+        if resume:
+            run.check_log()
 
     def describe(self) -> str:
         acc, tc = self.accelerator, self.config.train
@@ -176,8 +179,7 @@ class SlimmableTrainer:
         x0 = images.to(acc.device)
         if self.autoencoder is not None:
             with torch.no_grad():
-                posterior = self.autoencoder.encode(x0).latent_dist
-                x0 = posterior.sample(generator=gen) * self.autoencoder.config.scaling_factor
+                x0 = encode_latents(self.autoencoder, x0, gen)
         B = x0.shape[0]
         t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (B,), generator=gen)
         noise = torch.randn(x0.shape, generator=gen).to(acc.device)
