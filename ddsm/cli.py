@@ -15,15 +15,16 @@ def fail(error: BaseException, code: int = 2) -> int:
     return code
 
 
-def load_model(model_dir: PathLike, flag: str = "--model"):
-    """A SlimmableUNet from a save_pretrained directory, with a clear error (naming ``flag``) when it is not one."""
+def load_model(model_dir: PathLike, flag: str = "--model", device=None):
+    """A SlimmableUNet from a save_pretrained directory (on ``device``: default the CPU), with a clear error (naming
+    ``flag``) when it is not one."""
     from .models import SlimmableUNet
 
     path = Path(model_dir)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{flag} {str(path)!r} is not a SlimmableUNet directory (no config.json there); "
                                 "expected the model/ folder that train/train_slimmable.py writes")
-    return SlimmableUNet.from_pretrained(path).eval()
+    return SlimmableUNet.from_pretrained(path).eval().to(device)
 
 
 def load_model_or_config(model_dir: Optional[PathLike] = None, config_path: Optional[PathLike] = None):
@@ -53,15 +54,17 @@ def load_scheduler(model_dir: Optional[PathLike], name: Optional[str] = None, sc
     return build_scheduler(name or cls_name or "DDIMScheduler", config or {})
 
 
-def load_autoencoder(path: Optional[PathLike]):
-    """A diffusers AutoencoderKL from a local directory (None passes through)."""
+def load_autoencoder(path: Optional[PathLike], device=None):
+    """A diffusers AutoencoderKL or VQModel from a local directory, on ``device`` (default the CPU; None passes
+    through)."""
     if path is None:
         return None
-    from diffusers import AutoencoderKL
+    from .models import autoencoder_class
 
     if not (Path(path) / "config.json").is_file():
-        raise FileNotFoundError(f"--autoencoder {str(path)!r} is not an AutoencoderKL directory (no config.json)")
-    return AutoencoderKL.from_pretrained(path).eval()
+        raise FileNotFoundError(f"--autoencoder {str(path)!r} is not an AutoencoderKL or VQModel directory "
+                                "(no config.json)")
+    return autoencoder_class(path).from_pretrained(path).eval().to(device)
 
 
 def default_labels(model, num: int, label: Optional[int] = None):

@@ -57,6 +57,7 @@ def run_demo(s: DemoSettings) -> Path:
     from .schedules import Schedule
     from .search import SearchJob, run_search
     from .models import SlimmableUNet
+    from .runtime import make_accelerator
 
     out = Path(s.output_dir)
     train_dir, search_dir = out / "train", out / "search"
@@ -74,7 +75,8 @@ def run_demo(s: DemoSettings) -> Path:
 
     _stage("train", lambda: (train_dir / "model" / "config.json").is_file(), train, timings, s.force)
     model_dir = train_dir / "model"
-    model = SlimmableUNet.from_pretrained(model_dir).eval()
+    accelerator = make_accelerator()  # search and evaluation on CUDA when there is a GPU
+    model = SlimmableUNet.from_pretrained(model_dir).eval().to(accelerator.device)
     cfg = config  # search, sampling and data settings come from the demo's config file, not the training run's
     sc, smp = cfg.search, cfg.sampling
 
@@ -87,7 +89,7 @@ def run_demo(s: DemoSettings) -> Path:
                         mutation_gene_prob=sc.mutation_gene_prob, seed=sc.seed, dataset=cfg.data.name,
                         data_root=cfg.data.root, guidance_scale=smp.guidance_scale, batch_size=smp.batch_size,
                         resume=not s.force and (search_dir / "checkpoint.json").is_file())
-        run_search(model, job, cfg.diffusion.scheduler_config(), progress=s.progress)
+        run_search(model, job, cfg.diffusion.scheduler_config(), accelerator=accelerator, progress=s.progress)
 
     _stage("search", lambda: (search_dir / "schedule.json").is_file(), search, timings, s.force)
     schedule = Schedule.load(search_dir / "schedule.json", model=model)
@@ -96,7 +98,7 @@ def run_demo(s: DemoSettings) -> Path:
         report, full, ours = evaluate_schedule(
             model, schedule, num_samples=s.eval_samples, dataset=cfg.data.name, inception=s.inception,
             guidance_scale=smp.guidance_scale, batch_size=smp.batch_size, progress=s.progress,
-            data_root=cfg.data.root, inception_reference_samples=s.inception_reference)
+            data_root=cfg.data.root, inception_reference_samples=s.inception_reference, accelerator=accelerator)
         write_report(report, full, ours, out / "eval")
 
     _stage("evaluate", lambda: (out / "eval" / "report.json").is_file(), evaluate, timings, s.force)

@@ -75,14 +75,19 @@ def main(argv=None) -> int:
                    help="use schedules made for another model config, on purpose")
     p.add_argument("--output-dir", help="where the outputs go (default: benchmark/ beside the model folder)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], help="UNet forwards in bf16 or fp16 "
+                   "(fp16: CUDA only; metrics stay float32); default: accelerate launch's --mixed_precision, else no")
     args = p.parse_args(argv)
 
     from ddsm.benchmark import BenchmarkJob, load_schedules, resolve_sampler, run_benchmark, write_benchmark
     from ddsm.cli import fail, load_autoencoder, load_model, load_run_config
     from ddsm.baselines import StepSaver
+    from ddsm.runtime import make_accelerator
 
     try:
-        model = load_model(args.model)
+        accelerator = make_accelerator(args.mixed_precision)
+        device = accelerator.device
+        model = load_model(args.model, device=device)
         cfg = load_run_config(args.model, args.config)
         schedules = load_schedules(model, args.schedule, args.schedules_dir, args.allow_fingerprint_mismatch)
         name, scheduler_config, steps = resolve_sampler(args.model, cfg, schedules, args.scheduler, args.steps)
@@ -98,19 +103,21 @@ def main(argv=None) -> int:
             inception=not args.no_inception, inception_samples=args.inception_samples,
             inception_weights=args.inception_weights,
             inception_reference_samples=args.inception_reference_samples)
-        small = load_model(args.small_dense, flag="--small-dense") if args.small_dense else None
+        small = load_model(args.small_dense, flag="--small-dense", device=device) if args.small_dense else None
         stepsaver = StepSaver.load(args.stepsaver) if args.stepsaver else None
-        autoencoder = load_autoencoder(cfg.autoencoder)
+        autoencoder = load_autoencoder(cfg.autoencoder, device=device)
         out = Path(args.output_dir) if args.output_dir else Path(args.model).parent / "benchmark"
-        if job.inception and not args.no_progress:
+        if job.inception and not args.no_progress and device.type == "cpu":
             print(f"Inception FID on {job.inception_samples} images per method: about "
                   f"{job.inception_samples / 6:.0f} s per method on a 2-core CPU, plus the reference statistics "
                   "once (cached); N >= 1000 is the real target; --no-inception to skip", file=sys.stderr)
         report, artefacts = run_benchmark(model, job, schedules=schedules, small_dense=small, stepsaver=stepsaver,
                                           autoencoder=autoencoder, model_path=str(args.model),
-                                          progress=not args.no_progress)
+                                          accelerator=accelerator, progress=not args.no_progress)
     except (ValueError, OSError) as e:
         return fail(e)
+    if not accelerator.is_main_process:
+        return 0
     paths = write_benchmark(report, out, artefacts)
     for block in report["budgets"]:
         print(f"budget {block['budget']:g}:")

@@ -32,17 +32,21 @@ def main(argv=None) -> int:
     p.add_argument("--allow-fingerprint-mismatch", action="store_true",
                    help="use a schedule made for another model config, on purpose")
     p.add_argument("--output-dir", help="where the reports go (default: beside the schedule file)")
+    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], help="UNet forwards in bf16 or fp16 "
+                   "(fp16: CUDA only; metrics stay float32); default: accelerate launch's --mixed_precision, else no")
     args = p.parse_args(argv)
     if args.num_samples < 2:
         p.error(f"--num-samples must be at least 2 (got {args.num_samples})")
 
     from ddsm.cli import fail, load_autoencoder, load_model, load_run_config
     from ddsm.evaluation import evaluate_schedule, write_report
+    from ddsm.runtime import make_accelerator
     from ddsm.sampling import SkipPolicy
     from ddsm.schedules import Schedule
 
     try:
-        model = load_model(args.model)
+        accelerator = make_accelerator(args.mixed_precision)
+        model = load_model(args.model, device=accelerator.device)
         cfg = load_run_config(args.model, args.config)
         schedule = Schedule.load(args.schedule, model=model,
                                  allow_fingerprint_mismatch=args.allow_fingerprint_mismatch)
@@ -52,10 +56,13 @@ def main(argv=None) -> int:
             inception=not args.no_inception, inception_weights=args.inception_weights,
             scheduler_name=args.scheduler, scheduler_config=None if schedule.scheduler_config else
             cfg.diffusion.scheduler_config(), guidance_scale=cfg.sampling.guidance_scale,
-            batch_size=args.batch_size, skip_policy=skip, autoencoder=load_autoencoder(cfg.autoencoder),
+            batch_size=args.batch_size, skip_policy=skip,
+            autoencoder=load_autoencoder(cfg.autoencoder, device=accelerator.device), accelerator=accelerator,
             data_root=cfg.data.root)
     except (ValueError, OSError) as e:
         return fail(e)
+    if not accelerator.is_main_process:
+        return 0
     out = Path(args.output_dir) if args.output_dir else Path(args.schedule).parent
     paths = write_report(report, full, ours, out)
     print(json.dumps({k: report[k] for k in ("full", "step_aware", "speedup", "fidelity", "metrics")}, indent=2))

@@ -4,7 +4,9 @@
     python eval/real_fid.py --dataset mnist-5k --image-size 16 --num-samples 1000
 
 Prints JSON: Inception FID/KID (inception-2015-12-05), domain FID/KID (the cached classifier, named), the
-classifier's held-out accuracy and the Inception throughput measured on the way.
+classifier's held-out accuracy and the Inception throughput measured on the way. An image folder without
+``root/test`` compares the rest of the folder with its fixed held-out part (the domain classifier's test images;
+``test_images`` in the output says which).
 """
 
 import argparse
@@ -28,18 +30,19 @@ def main(argv=None) -> int:
     import torch
 
     from ddsm.cli import fail
-    from ddsm.data import load_dataset
+    from ddsm.data import load_with_held_out
     from ddsm.evaluation.metrics import (InceptionFeatures, extract_features, feature_stats, frechet_distance,
                               kernel_inception_distance, load_or_train_domain_classifier)
 
-    try:
-        splits = [load_dataset(args.dataset, split=s, image_size=args.image_size, root=args.root)
-                  for s in ("train", "test")]
+    try:  # an image folder without a test split: its fixed held-out part stands for it (recorded in the output)
+        *splits, held_out = load_with_held_out(args.dataset, image_size=args.image_size, root=args.root)
+        domain = load_or_train_domain_classifier(args.dataset, image_size=args.image_size, root=args.root)
     except (ValueError, OSError) as e:
         return fail(e)
     images = [d.images[: args.num_samples] if d.images is not None else
               torch.stack([d[i][0] for i in range(min(args.num_samples, len(d)))]) for d in splits]
-    out = dict(dataset=args.dataset, resolution=args.image_size, num_samples=[len(x) for x in images])
+    out = dict(dataset=args.dataset, resolution=args.image_size, num_samples=[len(x) for x in images],
+               test_images={k: v for k, v in held_out.items() if k != "held_out"})
 
     def compare(net, prefix):
         start = time.perf_counter()
@@ -50,7 +53,6 @@ def main(argv=None) -> int:
         out[f"{prefix}_kid"] = kernel_inception_distance(test, train)[0]
         out[f"{prefix}_features"] = net.name
 
-    domain = load_or_train_domain_classifier(args.dataset, image_size=args.image_size)
     out["domain_classifier_accuracy"] = domain.test_accuracy
     compare(domain, "domain")
     if not args.no_inception:

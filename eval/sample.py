@@ -25,11 +25,13 @@ def main(argv=None) -> int:
     p.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
     p.add_argument("--skip-delta", type=float, help="turn on AdaptiveDiffusion skipping with this delta")
     p.add_argument("--skip-max", type=int, default=4, help="AdaptiveDiffusion C_max: most consecutive skips")
-    p.add_argument("--autoencoder", help="AutoencoderKL directory for latent models")
+    p.add_argument("--autoencoder", help="AutoencoderKL or VQModel directory for latent models")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward (results do not depend on it)")
     p.add_argument("--allow-fingerprint-mismatch", action="store_true",
                    help="use a schedule made for another model config, on purpose")
     p.add_argument("--output-dir", default="samples", help="where grid.png, samples.npz and sample.json go")
+    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], help="UNet forwards in bf16 or fp16 "
+                   "(fp16: CUDA only); default: accelerate launch's --mixed_precision, else no")
     args = p.parse_args(argv)
     if args.num_samples <= 0 or args.batch_size <= 0:
         p.error(f"--num-samples and --batch-size must be positive (got {args.num_samples}, {args.batch_size})")
@@ -37,13 +39,15 @@ def main(argv=None) -> int:
         p.error(f"--steps must be positive (got {args.steps})")
 
     from ddsm.cli import default_labels, fail, load_autoencoder, load_model, load_scheduler
+    from ddsm.runtime import make_accelerator, runtime_record
     from ddsm.images import save_grid
     from ddsm.sampling import SkipPolicy, sample
     from ddsm.schedules import Schedule
     from ddsm.utils import atomic_savez, atomic_write_json
 
     try:
-        model = load_model(args.model)
+        accelerator = make_accelerator(args.mixed_precision)
+        model = load_model(args.model, device=accelerator.device)
         schedule = (Schedule.load(args.schedule, model=model,
                                   allow_fingerprint_mismatch=args.allow_fingerprint_mismatch)
                     if args.schedule else None)
@@ -56,15 +60,19 @@ def main(argv=None) -> int:
         skip = SkipPolicy(delta=args.skip_delta, max_consecutive=args.skip_max) if args.skip_delta is not None else None
         result = sample(model, scheduler, plan, seeds=range(args.seed, args.seed + args.num_samples),
                         num_inference_steps=args.steps, class_labels=labels, guidance_scale=args.guidance_scale,
-                        batch_size=args.batch_size, skip_policy=skip, autoencoder=load_autoencoder(args.autoencoder))
+                        batch_size=args.batch_size, skip_policy=skip,
+                        autoencoder=load_autoencoder(args.autoencoder, device=accelerator.device),
+                        accelerator=accelerator)
     except (ValueError, OSError) as e:
         return fail(e)
+    if not accelerator.is_main_process:
+        return 0
     out = Path(args.output_dir)
     save_grid(result.images, out / "grid.png", scale=2 if model.config.sample_size < 64 else 1)
     atomic_savez(out / "samples.npz", images=result.images.numpy(), seeds=result.seeds,
                  labels=labels if labels is not None else [])
     summary = dict(result.summary(), scheduler=type(scheduler).__name__, widths=result.widths,
-                   grid=str(out / "grid.png"))
+                   grid=str(out / "grid.png"), **runtime_record(model, accelerator))
     atomic_write_json(out / "sample.json", summary)
     print(json.dumps({k: v for k, v in summary.items() if k != "widths"}, indent=2))
     return 0

@@ -25,6 +25,8 @@ def main(argv=None) -> int:
                    "(default: half the steps)")
     p.add_argument("--json", help="also write the rows to this JSON file (atomically)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], help="UNet forwards in bf16 or fp16 "
+                   "(fp16: CUDA only; metrics stay float32); default: accelerate launch's --mixed_precision, else no")
     args = p.parse_args(argv)
     if args.num_samples < 2:
         p.error(f"--num-samples must be at least 2 (got {args.num_samples})")
@@ -37,18 +39,20 @@ def main(argv=None) -> int:
     from ddsm.evaluation import FeatureSpace
     from ddsm.models import macs_table
     from ddsm.evaluation.metrics import fidelity_summary
+    from ddsm.runtime import make_accelerator
     from ddsm.sampling import balanced_labels, build_scheduler, sample
     from ddsm.utils import atomic_write_json
 
     try:
-        model = load_model(args.model).eval()
+        accelerator = make_accelerator(args.mixed_precision)
+        model = load_model(args.model, device=accelerator.device)
         cfg = load_run_config(args.model, args.config)
         steps = args.steps or cfg.sampling.num_inference_steps
         fewer = args.fewer_steps if args.fewer_steps is not None else [max(1, steps // 2)]
         if any(not 1 <= n < steps for n in fewer):
             raise ValueError(f"--fewer-steps {fewer}: expected step counts in 1..{steps - 1} (below --steps {steps})")
         space = FeatureSpace.domain(cfg.data.name, model.config.sample_size, model.config.in_channels,
-                                    progress=not args.no_progress, root=cfg.data.root)
+                                    progress=not args.no_progress, root=cfg.data.root, device=accelerator.device)
     except (ValueError, OSError) as e:
         return fail(e)
 
@@ -58,16 +62,18 @@ def main(argv=None) -> int:
     runs = [(f"width {w:g}", w, steps) for w in sorted(model.width_choices, reverse=True)]
     runs += [(f"width {full_w:g}, {n} steps", full_w, n) for n in fewer]
     rows, full = [], None  # the first run is the full width: the others' fidelity reference
-    for label, width, n in tqdm(runs, desc="widths", disable=args.no_progress):
+    for label, width, n in tqdm(runs, desc="widths", disable=args.no_progress or not accelerator.is_main_process):
         scheduler = build_scheduler(cfg.sampling.scheduler, cfg.diffusion.scheduler_config())
         images = sample(model, scheduler, width, seeds=seeds, num_inference_steps=n,
                         class_labels=balanced_labels(model, args.num_samples),
-                        guidance_scale=cfg.sampling.guidance_scale, progress=False).images
+                        guidance_scale=cfg.sampling.guidance_scale, accelerator=accelerator, progress=False).images
         full = images if full is None else full
         fid, kid = space.fid_kid(images)
         fidelity = fidelity_summary(images, full)
         rows.append(dict(label=label, width=width, steps=n, macs_ratio=table[width] * n / (table[full_w] * steps),
                          domain_fid=fid, domain_kid=kid, ssim=fidelity["ssim"], psnr=fidelity["psnr"]))
+    if not accelerator.is_main_process:
+        return 0
     print(f"{args.num_samples} samples per row (seeds {seeds.start}..{seeds.stop - 1}), {cfg.sampling.scheduler}, "
           f"domain features {space.name}")
     print(f"| {'row':<24} | MACs ratio | domain FID | domain KID | SSIM to full | PSNR |")

@@ -45,14 +45,18 @@ def main(argv=None) -> int:
     p.add_argument("--sample-seed", type=int, default=0, help="search images use seeds SAMPLE_SEED..+N-1")
     p.add_argument("--no-baselines", action="store_true", help="skip scoring the uniform and fewer-steps baselines")
     p.add_argument("--autoencoder", help="AutoencoderKL directory for latent models (default: the config's)")
+    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], help="UNet forwards in bf16 or fp16 "
+                   "(fp16: CUDA only; metrics stay float32); default: accelerate launch's --mixed_precision, else no")
     args = p.parse_args(argv)
 
     from ddsm.cli import fail, load_autoencoder, load_model, load_run_config
+    from ddsm.runtime import make_accelerator
     from ddsm.search import SearchError
     from ddsm.search import SearchJob, run_search
 
     try:
-        model = load_model(args.model)
+        accelerator = make_accelerator(args.mixed_precision)
+        model = load_model(args.model, device=accelerator.device)
         cfg = load_run_config(args.model, args.config)
         s, smp = cfg.search, cfg.sampling
         pick = lambda flag, default: default if flag is None else flag  # noqa: E731
@@ -75,25 +79,18 @@ def main(argv=None) -> int:
         if Path(job.output).exists() and not args.resume and (Path(job.output).parent / "checkpoint.json").exists():
             print(f"note: {job.output} exists; starting a new search over it (use --resume to continue)",
                   file=sys.stderr)
-        from accelerate import Accelerator
-
-        accelerator = Accelerator(cpu=True) if _distributed() else None
-        autoencoder = load_autoencoder(args.autoencoder or cfg.autoencoder)
+        autoencoder = load_autoencoder(args.autoencoder or cfg.autoencoder, device=accelerator.device)
         summary = run_search(model, job, cfg.diffusion.scheduler_config(), accelerator=accelerator,
                              autoencoder=autoencoder)
     except (ValueError, OSError, SearchError) as e:
         return fail(e)
+    if not accelerator.is_main_process:
+        return 0
     best = summary["best"]
     print(f"best schedule: {best['macs_ratio']:.3f} of full MACs, {summary['metric_name']} = {best['quality']:.4f} "
           f"on {best['num_samples']} samples; {summary['evaluations']} evaluations, {summary['unet_forwards']:,} "
           f"UNet forwards, {summary['search_seconds']:.0f} s -> {job.output}")
     return 0
-
-
-def _distributed() -> bool:
-    import os
-
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 if __name__ == "__main__":

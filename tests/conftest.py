@@ -25,6 +25,19 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+def load_script(path: str):
+    """Import a command-line script of the repository (``"eval/sample.py"``) as a module, to call its
+    ``main(argv)`` in-process."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(Path(path).stem + "_script_module", root / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def tiny_unet_kwargs(**overrides):
     """A tiny class-conditional slimmable UNet (16 px, three levels, attention at 8 px and in the middle)."""
     kw = dict(sample_size=16, in_channels=1, out_channels=1, block_out_channels=(16, 32, 32), layers_per_block=1,

@@ -281,6 +281,25 @@ def test_imagefolder_splits(tmp_path):
         load_dataset("imagefolder", root=tmp_path / "train", split="test")
 
 
+def test_datasets_record_where_they_come_from_and_a_fingerprint(tmp_path):
+    _make_folder(tmp_path / "f")
+    ds = load_dataset("imagefolder", root=tmp_path / "f", image_size=8)
+    assert ds.root == str((tmp_path / "f").resolve())
+    assert ds.files == ("gray/0.png", "gray/1.png", "gray/2.png", "red/a.png", "red/b.png")
+    assert ds.fingerprint() == load_dataset("imagefolder", root=tmp_path / "f", image_size=8).fingerprint()
+    assert ds.fingerprint() != load_dataset("imagefolder", root=tmp_path / "f", image_size=4).fingerprint()
+    part = pickle.loads(pickle.dumps(ds.subset([4, 0], "held-out")))  # workers need pickling
+    assert part.files == ("red/b.png", "gray/0.png") and part.labels.tolist() == [1, 0] and part.split == "held-out"
+    torch.testing.assert_close(part[1][0], ds[0][0])
+    assert part.fingerprint() != ds.fingerprint()
+    Image.new("L", (12, 12), color=10).save(tmp_path / "f" / "gray" / "0.png")  # other pixels, other size on disk
+    assert load_dataset("imagefolder", root=tmp_path / "f", image_size=8).fingerprint() != ds.fingerprint()
+    digits = load_dataset("digits", split="test")
+    assert digits.root is None and digits.files is None
+    assert digits.subset(range(3), "x").fingerprint() == digits.subset([0, 1, 2], "y").fingerprint()
+    assert load_dataset("mnist-5k", split="test").root.endswith("mnist_5k.csv.gz")
+
+
 def test_imagefolder_errors(tmp_path):
     with pytest.raises(ValueError, match="imagefolder needs root"):
         load_dataset("imagefolder")
@@ -306,33 +325,67 @@ def test_cifar10_empty_root_raises_clear_error(tmp_path):
         load_dataset("cifar10")
 
 
-def test_cifar10_wiring_with_a_fake_torchvision(tmp_path, monkeypatch):
+def _write_cifar_batches(root: Path, pixels: np.ndarray, labels: list) -> None:
+    """CIFAR-10's python format: pickled dicts, ``data`` (N, 3072) uint8 = the R, G, B planes of each image."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f, protocol=2)
+    data = pixels.transpose(0, 3, 1, 2).reshape(len(pixels), -1)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": data, b"labels": labels, b"batch_label": name.encode()}, f, protocol=2)
+
+
+def test_cifar10_reads_the_python_batches_and_downloads_only_when_asked(tmp_path, monkeypatch):
     import torchvision.datasets
 
     calls = []
     pixels = np.zeros((4, 32, 32, 3), np.uint8)
     pixels[:, :, :, 0] = 255  # red
     pixels[1] = 0
+    pixels[2] = 0
+    pixels[2, 0, 1] = (0, 255, 0)  # one green pixel at row 0, column 1: the planes are unpacked in the right order
 
-    class FakeCIFAR10:
-        classes = [f"c{i}" for i in range(10)]
-
+    class FakeCIFAR10:  # torchvision's downloader: writes the batches as unpacking the archive would
         def __init__(self, root, train, download):
             calls.append((root, train, download))
-            self.data, self.targets = pixels, [0, 1, 2, 9]
+            _write_cifar_batches(Path(root), pixels, [0, 1, 2, 9])
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
     (tmp_path / "cifar-10-batches-py").mkdir()
-    ds = load_dataset("cifar10", root=tmp_path, split="test")
-    assert calls == [(str(tmp_path), False, False)]  # no download unless asked
+    with pytest.raises(FileNotFoundError, match=r"lacks batches\.meta, test_batch.*download=True"):
+        load_dataset("cifar10", root=tmp_path, split="test")
+    assert calls == []  # no download unless asked
+    ds = load_dataset("cifar10", root=tmp_path, split="test", download=True)
+    assert calls == [(str(tmp_path), False, True)]
     assert ds.images is None and len(ds) == 4 and ds.num_classes == 10 and ds.channels == 3 and ds.image_size == 32
+    assert ds.classes == tuple(f"c{i}" for i in range(10)) and ds.root == str(tmp_path.resolve())
     image, label = ds[0]
     assert label == 0 and image.dtype == torch.float32
     torch.testing.assert_close(image, torch.tensor([1.0, -1.0, -1.0]).view(3, 1, 1).expand(3, 32, 32))
     assert ds[1][0].eq(-1).all() and ds[-1][1] == 9
+    one = ds[2][0]
+    assert one[:, 0, 1].tolist() == [-1.0, 1.0, -1.0] and one[:, 1, 0].eq(-1).all() and one.sum() == -3 * 1024 + 2
     gray = load_dataset("cifar10", root=tmp_path, image_size=16, channels=1, download=True)
-    assert calls[-1] == (str(tmp_path), True, True)
+    assert len(calls) == 1 and len(gray) == 20  # the files are there: nothing downloaded; 5 batches of 4
     torch.testing.assert_close(gray[0][0], torch.full((1, 16, 16), 0.299 * 2 - 1))
+
+
+def test_cifar10_bad_batches_are_named(tmp_path):
+    _write_cifar_batches(tmp_path, np.zeros((2, 32, 32, 3), np.uint8), [0, 1])
+    folder = tmp_path / "cifar-10-batches-py"
+    (folder / "test_batch").write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match=r"test_batch is not a CIFAR-10 python batch"):
+        load_dataset("cifar10", root=tmp_path, split="test")
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({"data": np.zeros((2, 100), np.uint8), "labels": [0, 1]}, f)
+    with pytest.raises(ValueError, match=r"test_batch 'data' is uint8 \(2, 100\); expected uint8 \(N, 3072\)"):
+        load_dataset("cifar10", root=tmp_path, split="test")
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 10]}, f)
+    with pytest.raises(ValueError, match=r"one label in 0\.\.9 per image"):
+        load_dataset("cifar10", root=tmp_path, split="test")
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ TorchScript, reference-statistics caching, PSNR/SSIM, and the domain classifier 
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -35,11 +36,13 @@ from ddsm.evaluation.metrics import (
     load_or_train_domain_classifier,
     load_torchscript,
     mmd2_unbiased,
+    reference_stats_filename,
     psnr,
     save_domain_classifier,
     ssim,
     torchscript_to_fid_state_dict,
     train_domain_classifier,
+    weights_sha256,
 )
 from ddsm.evaluation.metrics import domain as domain_module
 
@@ -178,7 +181,8 @@ def test_kid_shifted_matches_analytic_mmd():
 
 
 def ref_key(**overrides):
-    key = {"dataset": "toy", "split": "train", "resolution": 16, "num_samples": 40, "features": "toy-net"}
+    key = {"dataset": "toy", "root": "/data/toy", "split": "train", "resolution": 16, "channels": 1, "num_samples": 40,
+           "features": "toy-net", "weights_sha256": "0" * 64}
     key.update(overrides)
     return key
 
@@ -227,6 +231,22 @@ def test_reference_stats_refused_when_key_differs(tmp_path):
         load_or_compute_reference_stats(ref_key(), lambda: feats[:30], cache_dir=tmp_path / "other")
     with pytest.raises(ValueError, match="lacks"):
         load_or_compute_reference_stats({"dataset": "toy"}, lambda: feats, cache_dir=tmp_path)
+
+
+def test_reference_stats_keys_keep_roots_channels_and_weights_apart():
+    variants = ({}, {"root": "/data/other"}, {"channels": 3}, {"weights_sha256": "1" * 64})
+    names = [reference_stats_filename(ref_key(**kw)) for kw in variants]
+    assert len(set(names)) == 4 and "-16px-1ch-n40-" in names[0] and "-3ch-" in names[2]
+    for field in ("root", "channels", "weights_sha256"):
+        key = ref_key()
+        del key[field]
+        with pytest.raises(ValueError, match=rf"lacks \['{field}'\]"):
+            reference_stats_filename(key)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    digest = weights_sha256(net)
+    assert len(digest) == 64 and weights_sha256(copy.deepcopy(net)) == digest
+    net[1].running_mean += 1  # a buffer is part of the network too
+    assert weights_sha256(net) != digest
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -516,7 +536,7 @@ def test_load_or_train_domain_classifier_caches(tmp_path, monkeypatch):
     config = DomainClassifierConfig(input_size=12, channels=(4, 8), feature_dim=16)
     first = load_or_train_domain_classifier("digits", image_size=8, cache_dir=tmp_path, epochs=1, config=config,
                                             progress=False)  # fmt: skip
-    assert first.name == "digits-8px-cnn-v1"
+    assert first.name == f"digits-8px-cnn-v1-{weights_sha256(first.classifier)[:8]}"
     assert 0.0 <= first.test_accuracy <= 1.0
     (entry,) = list(tmp_path.iterdir())
     assert {p.name for p in entry.iterdir()} == {"model.safetensors", "info.json"}

@@ -145,7 +145,7 @@ class StepSaver:
             rule: str = "stays", conditions: Optional[Sequence[Condition]] = None,
             embeddings: Optional[Mapping[Condition, Sequence[float]]] = None, predictor: str = "knn", k: int = 3,
             ridge_alpha: float = 1.0, width: Optional[float] = None, guidance_scale: float = 1.0,
-            batch_size: int = 64, autoencoder=None, progress: bool = True) -> "StepSaver":
+            batch_size: int = 64, autoencoder=None, accelerator=None, progress: bool = True) -> "StepSaver":
         """Measure the SSIM curves of every condition on ``model`` (:func:`ssim_curves`) and label them."""
         seeds = [int(s) for s in seeds]
         width = float(width) if width is not None else max(model.width_choices)
@@ -153,7 +153,7 @@ class StepSaver:
         curves = ssim_curves(model, scheduler_name, scheduler_config, seeds=seeds, candidates=candidates,
                              reference_steps=reference_steps, conditions=conditions, width=width,
                              guidance_scale=guidance_scale, batch_size=batch_size, autoencoder=autoencoder,
-                             progress=progress)
+                             accelerator=accelerator, progress=progress)
         provenance = dict(tool_version=__version__, config_sha256=getattr(model, "config_sha256", None),
                           seeds=[seeds[0], seeds[-1]], samples_per_condition=len(seeds),
                           guidance_scale=guidance_scale, fit_seconds=time.perf_counter() - start)

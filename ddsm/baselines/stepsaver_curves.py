@@ -88,13 +88,13 @@ def _check_conditions(model, conditions: Optional[Sequence[Condition]]) -> List[
 def ssim_curves(model, scheduler_name: str, scheduler_config: Mapping[str, Any], *, seeds: Sequence[int],
                 candidates: Sequence[int] = DEFAULT_CANDIDATES, reference_steps: int = 100,
                 conditions: Optional[Sequence[Condition]] = None, width: Optional[float] = None,
-                guidance_scale: float = 1.0, batch_size: int = 64, autoencoder=None,
+                guidance_scale: float = 1.0, batch_size: int = 64, autoencoder=None, accelerator=None,
                 progress: bool = True) -> Dict[Condition, Dict[int, float]]:
     """Mean SSIM to the ``reference_steps`` output, per condition and candidate step count, on the same seeds.
 
     Every condition uses the same ``seeds`` (image ``i`` of a condition depends only on its seed and label), and all
     conditions run in one batched :func:`ddsm.sampling.sample` call per step count. The network runs at ``width``
-    (default: the full width) at every step.
+    (default: the full width) at every step; ``accelerator`` is passed on to :func:`ddsm.sampling.sample`.
     """
     from ..evaluation.metrics import ssim
     from ..sampling import build_scheduler, sample
@@ -116,7 +116,7 @@ def ssim_curves(model, scheduler_name: str, scheduler_config: Mapping[str, Any],
         return sample(model, build_scheduler(scheduler_name, dict(scheduler_config)), width,
                       num_inference_steps=steps, seeds=all_seeds, class_labels=labels,
                       guidance_scale=guidance_scale, batch_size=batch_size, autoencoder=autoencoder,
-                      progress=False).images
+                      accelerator=accelerator, progress=False).images
 
     todo = [reference_steps] + [c for c in candidates if c != reference_steps]
     curves: Dict[Condition, Dict[int, float]] = {c: {} for c in conds}

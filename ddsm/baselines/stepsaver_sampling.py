@@ -49,13 +49,14 @@ def sample_per_condition(model, scheduler_name: str, scheduler_config: Mapping[s
                          seeds: Sequence[int], class_labels: Optional[Sequence[int]] = None, schedule=None,
                          width: Optional[float] = None, skip_policy=None, guidance_scale: float = 1.0,
                          batch_size: int = 64, autoencoder=None, macs_table: Optional[dict] = None,
-                         progress: bool = False) -> StepSaverSampleResult:
+                         accelerator=None, progress: bool = False) -> StepSaverSampleResult:
     """Sample every image with its condition's own step count (StepSaver as a sampler).
 
     Images sharing a step count run together in one :func:`ddsm.sampling.sample` call; they come back in seed
     order and, since each image depends only on its seed and label, equal what sampling them one by one gives.
     Each count runs ``width`` at every step (default: full), or, with ``schedule`` (a
     :class:`~ddsm.schedule.Schedule`), that width schedule remapped onto the count by nearest timestep.
+    ``accelerator`` is passed on to :func:`ddsm.sampling.sample` (seeds split across processes, mixed precision).
     """
     from ..models import macs_table as count_table
     from ..sampling import build_scheduler, sample
@@ -86,7 +87,7 @@ def sample_per_condition(model, scheduler_name: str, scheduler_config: Mapping[s
                         num_inference_steps=count, seeds=[seeds[i] for i in idx],
                         class_labels=None if class_labels is None else [class_labels[i] for i in idx],
                         guidance_scale=guidance_scale, batch_size=batch_size, skip_policy=skip_policy,
-                        autoencoder=autoencoder, macs_table=table, progress=progress)
+                        autoencoder=autoencoder, macs_table=table, accelerator=accelerator, progress=progress)
         if images is None:
             shape = tuple(result.images.shape[1:])
             images = torch.empty((len(seeds), *shape), dtype=result.images.dtype)

@@ -18,33 +18,36 @@ __all__ = ["BenchmarkMetrics", "row_report", "report_notes"]
 
 
 class BenchmarkMetrics:
-    """FID on domain and Inception features and fidelity to the full model, computed once per distinct result."""
+    """FID on domain and Inception features and fidelity to the full model, computed once per distinct result.
+    The feature networks run on ``device`` (default: the CPU), in float32."""
 
-    def __init__(self, job: BenchmarkJob, full_images: torch.Tensor, progress: bool):
+    def __init__(self, job: BenchmarkJob, full_images: torch.Tensor, progress: bool, device=None):
         self.job, self.full_images, self.progress = job, full_images, progress
         self.cache: Dict[int, dict] = {}
         res, channels = int(full_images.shape[-1]), int(full_images.shape[1])
-        self.domain = (FeatureSpace.domain(job.dataset, res, channels, progress=progress, root=job.data_root)
-                       if job.domain else None)
+        self.domain = (FeatureSpace.domain(job.dataset, res, channels, progress=progress, root=job.data_root,
+                                           device=device) if job.domain else None)
         self.inception = None
         if job.inception:
             self.inception = FeatureSpace.inception(
                 job.dataset, res, channels, weights=job.inception_weights, progress=progress, root=job.data_root,
+                device=device,
                 reference_samples=job.inception_reference_samples or max(1000, job.inception_samples))
         for space in (self.domain, self.inception):  # reference statistics now (cached), not inside the loop
             if space is not None:
                 space.reference
 
     def describe(self) -> dict:
-        """The feature spaces and sample counts behind the numbers, for the report's ``metrics``."""
-        return dict(
-            domain_features=None if self.domain is None else self.domain.name,
-            domain_reference_samples=None if self.domain is None else self.domain.reference.key["num_samples"],
-            inception_features=None if self.inception is None else self.inception.name,
-            inception_samples=self.job.inception_samples if self.inception is not None else None,
-            inception_reference_samples=(None if self.inception is None
-                                         else self.inception.reference.key["num_samples"]),
-            fidelity="PSNR / SSIM to the full model's image of the same seed")
+        """The feature spaces and sample counts behind the numbers, for the report's ``metrics`` (with each space's
+        :meth:`~ddsm.evaluation.FeatureSpace.describe`: reference root, the classifier's held-out images...)."""
+        out = dict(domain_features=None, domain_reference_samples=None, inception_features=None,
+                   inception_samples=self.job.inception_samples if self.inception is not None else None,
+                   inception_reference_samples=None,
+                   fidelity="PSNR / SSIM to the full model's image of the same seed")
+        for prefix, space in (("domain", self.domain), ("inception", self.inception)):
+            if space is not None:
+                out.update({f"{prefix}_{k}": v for k, v in space.describe().items()})
+        return out
 
     def __call__(self, images: torch.Tensor) -> dict:
         """PSNR / SSIM to the full model's images and the FIDs of ``images`` (cached by tensor identity)."""

@@ -42,10 +42,12 @@ class BenchmarkSampler:
         job: The benchmark's settings: seeds, scheduler, guidance, batch size.
         autoencoder: The latent decoder, or None for a pixel-space model.
         table: ``{width: MACs per forward}`` of ``model``.
+        accelerator: An ``accelerate.Accelerator``: seeds split across its processes, its mixed precision.
     """
 
-    def __init__(self, model, job: BenchmarkJob, autoencoder, table):
+    def __init__(self, model, job: BenchmarkJob, autoencoder, table, accelerator=None):
         self.model, self.job, self.autoencoder, self.table = model, job, autoencoder, table
+        self.accelerator = accelerator
         self.labels = balanced_labels(model, job.num_samples)
         self.cal_labels = balanced_labels(model, job.calibration_samples)
         self.cache: Dict[Any, Any] = {}
@@ -60,7 +62,8 @@ class BenchmarkSampler:
         return sample(net, build_scheduler(self.job.scheduler_name, self.job.scheduler_config),
                       [float(w) for w in widths], seeds=seeds, class_labels=labels,
                       guidance_scale=self.job.guidance_scale, batch_size=self.job.batch_size, skip_policy=skip,
-                      autoencoder=self.autoencoder, macs_table=table or self.table, progress=False)
+                      autoencoder=self.autoencoder, macs_table=table or self.table, accelerator=self.accelerator,
+                      progress=False)
 
     def cached(self, key, make: Callable[[], Any]):
         """``make()``, called once per ``key``."""
@@ -184,7 +187,7 @@ def _stepsaver(row: MethodRow, ctx: MethodContext) -> MethodRow:
     row.result = sampler.cached(key, lambda: sample_per_condition(
         sampler.model, job.scheduler_name, job.scheduler_config, chosen, seeds=job.seeds,
         class_labels=sampler.labels, width=ctx.full_w, guidance_scale=job.guidance_scale, batch_size=job.batch_size,
-        autoencoder=sampler.autoencoder, macs_table=ctx.table))
+        autoencoder=sampler.autoencoder, macs_table=ctx.table, accelerator=sampler.accelerator))
     return row
 
 

@@ -37,6 +37,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ..version import __version__
 from ..schedules import Schedule
 from ..baselines import StepSaver, StitchedUNet
+from ..runtime import model_device, runtime_record
 from .job import METHODS, BenchmarkJob
 from .measure import BenchmarkMetrics, report_notes, row_report
 from .methods import METHOD_RUNNERS, BenchmarkSampler, MethodContext, MethodRow
@@ -50,12 +51,13 @@ VERSION = 1
 
 def run_benchmark(model, job: BenchmarkJob, *, schedules: Sequence[Tuple[str, Schedule]] = (), small_dense=None,
                   stepsaver: Optional[StepSaver] = None, autoencoder=None, model_path: Optional[str] = None,
-                  progress: bool = True) -> Tuple[dict, Dict[str, Any]]:
+                  accelerator=None, progress: bool = True) -> Tuple[dict, Dict[str, Any]]:
     """Sample and measure every method at every budget of ``job``; returns (report, artefacts).
 
     ``schedules`` are (path, Schedule) pairs (:func:`load_schedules`); ``small_dense`` a SlimmableUNet for the
     T-Stitch dense ramp (None: that method is reported unavailable); ``stepsaver`` a fitted StepSaver (None: fit
-    one on the calibration seeds, returned in ``artefacts["stepsaver"]``).
+    one on the calibration seeds, returned in ``artefacts["stepsaver"]``). ``accelerator`` (seeds split across its
+    processes, its mixed precision) goes to every sampling run; the feature networks run on ``model``'s device.
     """
     from tqdm.auto import tqdm
 
@@ -65,7 +67,7 @@ def run_benchmark(model, job: BenchmarkJob, *, schedules: Sequence[Tuple[str, Sc
     table = {float(w): float(m) for w, m in macs_table(model).items()}
     full_w = max(model.width_choices)
     N = job.num_steps
-    sampler = BenchmarkSampler(model, job, autoencoder, table)
+    sampler = BenchmarkSampler(model, job, autoencoder, table, accelerator)
     stitched = StitchedUNet(model, small_dense.eval(), large_macs=table[full_w]) if small_dense is not None else None
     by_budget, every_schedule = assign_schedules(schedules, job.budgets, table)
     checked = {path: on_benchmark_steps(s, job) for _, path, s in every_schedule}
@@ -88,7 +90,7 @@ def run_benchmark(model, job: BenchmarkJob, *, schedules: Sequence[Tuple[str, Sc
     weights = Counter(sampler.labels if sampler.labels is not None else [None] * job.num_samples)
     if stepsaver is None:
         step("StepSaver labelling")
-        stepsaver = _fit_stepsaver(model, job, full_w, autoencoder)
+        stepsaver = _fit_stepsaver(model, job, full_w, autoencoder, accelerator)
     bar.update(1)
 
     rows: Dict[float, List[MethodRow]] = {}
@@ -102,7 +104,8 @@ def run_benchmark(model, job: BenchmarkJob, *, schedules: Sequence[Tuple[str, Sc
 
     bar.close()
 
-    metrics = BenchmarkMetrics(job, full.images, progress=progress)  # feature networks and reference statistics
+    # the feature networks and their reference statistics, on the model's device
+    metrics = BenchmarkMetrics(job, full.images, progress=progress, device=model_device(model))
     full_row = MethodRow("full", None, f"width {full_w:g}, {N} steps", params=dict(width=full_w, steps=N),
                          result=full)
     every_row = [full_row] + [r for b in job.budgets for r in rows[b]]
@@ -122,7 +125,7 @@ def run_benchmark(model, job: BenchmarkJob, *, schedules: Sequence[Tuple[str, Sc
         calibration_seeds=[job.calibration_seed, job.calibration_seed + job.calibration_samples - 1],
         stepsaver_seeds=[job.calibration_seed, job.calibration_seed + job.stepsaver_samples - 1],
         dataset=job.dataset, resolution=int(full.images.shape[-1]), guidance_scale=job.guidance_scale,
-        metrics=metrics.describe(), full=full_report,
+        **runtime_record(model, accelerator), metrics=metrics.describe(), full=full_report,
         budgets=[dict(budget=b, methods=report_rows[b]) for b in job.budgets],
         job={k: v for k, v in asdict(job).items() if k != "scheduler_config"},
         stepsaver=dict(threshold=stepsaver.threshold, rule=stepsaver.rule, candidates=list(stepsaver.candidates),
@@ -133,14 +136,15 @@ def run_benchmark(model, job: BenchmarkJob, *, schedules: Sequence[Tuple[str, Sc
     return report, {"stepsaver": stepsaver}
 
 
-def _fit_stepsaver(model, job: BenchmarkJob, width: float, autoencoder) -> StepSaver:
+def _fit_stepsaver(model, job: BenchmarkJob, width: float, autoencoder, accelerator) -> StepSaver:
     """StepSaver's per-class step counts, labelled at ``width`` on the first calibration seeds."""
     candidates = sorted({c for c in job.stepsaver_candidates if c <= job.num_steps} | {job.num_steps})
     return StepSaver.fit(model, job.scheduler_name, job.scheduler_config,
                          seeds=range(job.calibration_seed, job.calibration_seed + job.stepsaver_samples),
                          candidates=candidates, reference_steps=job.stepsaver_reference_steps,
                          threshold=job.stepsaver_threshold, width=width, guidance_scale=job.guidance_scale,
-                         batch_size=job.batch_size, autoencoder=autoencoder, progress=False)
+                         batch_size=job.batch_size, autoencoder=autoencoder, accelerator=accelerator,
+                         progress=False)
 
 
 def _small_dense_record(stitched: Optional[StitchedUNet], small_dense) -> Optional[dict]:

@@ -9,7 +9,7 @@ A config file has these sections (all but ``model`` optional)::
     sampling:   default sampler for search and reports  -> SamplingConfig
     search:     evolutionary search settings            -> SearchConfig
     vae:        the autoencoder train_autoencoder.py trains (latent diffusion) -> AutoencoderConfig
-    autoencoder: a trained AutoencoderKL directory: the UNet then trains and samples in its latents
+    autoencoder: an AutoencoderKL or VQModel directory: the UNet then trains and samples in its latents
 
 Every value is checked against its field's annotation and rule when loaded (:mod:`.check`): unknown keys, wrong
 types, values out of range and names outside a closed set (data set, scheduler, metric, search mode...) raise a

@@ -29,7 +29,7 @@ class ExperimentConfig(Section):
     train: TrainConfig = field(default_factory=TrainConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
-    autoencoder: Optional[str] = None  # directory of a diffusers AutoencoderKL: train and sample in its latents
+    autoencoder: Optional[str] = None  # a diffusers AutoencoderKL or VQModel directory: latent space
     vae: AutoencoderConfig = field(default_factory=AutoencoderConfig)  # what train_autoencoder.py trains
     name: str = "experiment"
     notes: str = ""

@@ -15,8 +15,9 @@ name               native size  classes     where the pixels come from
                                             dataset-fashion-mnist``), or in ``root`` (also ``root/FashionMNIST/raw``,
                                             torchvision's layout). 60,000 train / 10,000 test.
 ``digits``         1 x 8 x 8    10          scikit-learn's ``load_digits`` (values 0..16). 1,797 images.
-``cifar10``        3 x 32 x 32  10          ``torchvision.datasets.CIFAR10`` at ``root`` (required); downloaded only
-                                            with ``download=True``. 50,000 train / 10,000 test.
+``cifar10``        3 x 32 x 32  10          the python-pickle batches in ``root/cifar-10-batches-py`` (``root``
+                                            required; torchvision's layout); downloaded by torchvision only with
+                                            ``download=True``. 50,000 train / 10,000 test.
 ``imagefolder``    first image  subfolders  ``root/<class>/*.png|jpg|...``; see :func:`load_dataset` for splits.
 =================  ===========  ==========  ===========================================================================
 
@@ -29,15 +30,27 @@ Deterministic splits of the sets that ship without one:
 - ``digits``: ``"train"`` = the first 1,500 images, ``"test"`` = the remaining 297 (the file cycles through the
   classes, so both are balanced to within a few images).
 
+- ``imagefolder`` without ``root/train`` and ``root/test``: ``"train"`` is the whole folder and there is no
+  ``"test"`` split (:class:`MissingSplitError`). Where held-out images are needed (the domain feature network's
+  accuracy), :func:`load_with_held_out` holds out a fixed part of each class instead (:func:`held_out_split`: 10%,
+  chosen by a seeded hash of each file's relative path, recorded); the diffusion model still trains on the whole
+  folder, those images included.
+
+Every data set records where it was read from (``dataset.root``, a resolved absolute path) and has a
+``dataset.fingerprint()`` (labels and pixels, or file names, sizes and times), which cache keys carry.
+
 The embedded sets (``mnist-5k``, ``fashion-mnist``, ``digits``) are held in memory (``dataset.images``); their decoded
 uint8 arrays are cached per process (keyed on the file path), so building a second view (other split, size or channel
 count) costs only the conversion. ``cifar10`` and ``imagefolder`` convert each image when it is indexed
 (``dataset.images is None``).
 """
 
-from .dataset import ImageDataset
+from .dataset import ImageDataset, MissingSplitError
+from .folders import CIFAR10_FOLDER, IMAGE_EXTENSIONS
 from .loading import DATASETS, SPLITS, dataset_from_config, load_dataset
-from .sources import FASHION_MNIST_DEFAULT_ROOT, IMAGE_EXTENSIONS
+from .sources import FASHION_MNIST_DEFAULT_ROOT
+from .splits import HELD_OUT_FRACTION, HELD_OUT_SEED, held_out_split, load_with_held_out
 
-__all__ = ["DATASETS", "SPLITS", "FASHION_MNIST_DEFAULT_ROOT", "IMAGE_EXTENSIONS", "ImageDataset", "load_dataset",
-           "dataset_from_config"]
+__all__ = ["DATASETS", "SPLITS", "FASHION_MNIST_DEFAULT_ROOT", "IMAGE_EXTENSIONS", "CIFAR10_FOLDER",
+           "HELD_OUT_FRACTION", "HELD_OUT_SEED", "ImageDataset", "MissingSplitError", "load_dataset",
+           "dataset_from_config", "held_out_split", "load_with_held_out"]

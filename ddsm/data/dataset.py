@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Callable, Sequence
 
 import numpy as np
@@ -9,9 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-__all__ = ["ImageDataset", "to_model_range", "in_memory"]
+__all__ = ["ImageDataset", "MissingSplitError", "to_model_range", "in_memory"]
 
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, the weights PIL's convert("L") uses
+
+
+class MissingSplitError(FileNotFoundError):
+    """A data set that has no such split (an image folder without a ``test`` folder); see
+    :func:`ddsm.data.load_with_held_out` for the held-out part used instead."""
 
 
 class ImageDataset(Dataset):
@@ -29,7 +35,12 @@ class ImageDataset(Dataset):
         channels: 1 (grayscale) or 3 (RGB).
         classes: a name per class index.
         images: ``(N, channels, image_size, image_size)`` float32 in ``[-1, 1]``, when held in memory.
-        source: ``source(i) -> (channels, image_size, image_size)`` float32 in ``[-1, 1]``, when not.
+        source: ``source(i) -> (channels, image_size, image_size)`` float32 in ``[-1, 1]``, when not. A source with
+            a ``fingerprint()`` method (a digest of where its pixels come from, or None) spares
+            :meth:`fingerprint` reading every image.
+        root: the resolved absolute path the data were read from (a folder or a file), ``None`` when they ship
+            with a package.
+        files: for image folders, each image's path relative to ``root`` (POSIX form), in data set order.
     """
 
     def __init__(
@@ -44,6 +55,8 @@ class ImageDataset(Dataset):
         classes: Sequence[str],
         images: torch.Tensor | None = None,
         source: Callable[[int], torch.Tensor] | None = None,
+        root: str | None = None,
+        files: Sequence[str] | None = None,
     ) -> None:
         if (images is None) == (source is None):
             raise ValueError("ImageDataset needs exactly one of images= (in memory) and source= (loaded per item)")
@@ -56,6 +69,8 @@ class ImageDataset(Dataset):
             )
         if images is not None and len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        if files is not None and len(files) != len(labels):
+            raise ValueError(f"{len(files)} files but {len(labels)} labels")
         self.name = name
         self.split = split
         self.labels = labels.to(torch.int64)
@@ -64,7 +79,10 @@ class ImageDataset(Dataset):
         self.channels = int(channels)
         self.classes = tuple(classes)
         self.images = images
+        self.root = root
+        self.files = None if files is None else tuple(files)
         self._source = source
+        self._fingerprint: str | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -79,12 +97,67 @@ class ImageDataset(Dataset):
             return self.images[i], label
         return self._source(i), label
 
+    def subset(self, indices: Sequence[int], split: str) -> "ImageDataset":
+        """The images at ``indices`` (in that order) as a data set of its own, named ``split``."""
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        return ImageDataset(
+            name=self.name,
+            split=split,
+            labels=self.labels[idx],
+            num_classes=self.num_classes,
+            image_size=self.image_size,
+            channels=self.channels,
+            classes=self.classes,
+            images=None if self.images is None else self.images[idx],
+            source=None if self.images is not None else _SubsetSource(self._source, idx.tolist()),
+            root=self.root,
+            files=None if self.files is None else [self.files[i] for i in idx.tolist()],
+        )
+
+    def fingerprint(self) -> str:
+        """A 16-hex-digit digest of the labels, size, channels and pixels (for a source with ``fingerprint()``:
+        its digest, e.g. file names, sizes and modification times): equal digests mean the same data. Cache keys
+        carry it, so that changed data never reuse statistics computed on the old."""
+        if self._fingerprint is None:
+            h = hashlib.sha256(f"{self.image_size}:{self.channels}:".encode())
+            h.update(np.ascontiguousarray(self.labels.numpy()))
+            source_digest = None if self.images is not None else _source_fingerprint(self._source)
+            if self.images is not None:
+                h.update(np.ascontiguousarray(self.images.numpy()))
+            elif source_digest is not None:
+                h.update(source_digest.encode())
+            else:
+                for i in range(len(self)):
+                    h.update(np.ascontiguousarray(self._source(i).numpy()))
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
     def __repr__(self) -> str:
         where = "in memory" if self.images is not None else "loaded per item"
         return (
             f"ImageDataset(name={self.name!r}, split={self.split!r}, size={len(self)}, "
             f"shape=({self.channels}, {self.image_size}, {self.image_size}), num_classes={self.num_classes}, {where})"
         )
+
+
+class _SubsetSource:
+    """``source(indices[i])``: a per-item source restricted to some of its images (picklable)."""
+
+    def __init__(self, source: Callable[[int], torch.Tensor], indices: Sequence[int]) -> None:
+        self.source, self.indices = source, list(indices)
+
+    def __call__(self, i: int) -> torch.Tensor:
+        return self.source(self.indices[i])
+
+    def fingerprint(self) -> str | None:
+        inner = _source_fingerprint(self.source)
+        return None if inner is None else hashlib.sha256(f"{inner}:{self.indices}".encode()).hexdigest()
+
+
+def _source_fingerprint(source) -> str | None:
+    """``source.fingerprint()`` where the source has one, else None (the pixels must then be hashed)."""
+    method = getattr(source, "fingerprint", None)
+    return None if method is None else method()
 
 
 def to_model_range(
@@ -118,9 +191,10 @@ def in_memory(
     image_size: int | None,
     channels: int | None,
     classes: Sequence[str],
+    root: str | None = None,
 ) -> ImageDataset:
-    """An in-memory :class:`ImageDataset` of ``pixels`` (``(N, H, W)`` or ``(N, H, W, C)`` in ``[0, max_value]``);
-    ``image_size`` and ``channels`` default to the native ones."""
+    """An in-memory :class:`ImageDataset` of ``pixels`` (``(N, H, W)`` or ``(N, H, W, C)`` in ``[0, max_value]``)
+    read from ``root``; ``image_size`` and ``channels`` default to the native ones."""
     native_size, native_channels = pixels.shape[1], (1 if pixels.ndim == 3 else pixels.shape[3])
     size = image_size or native_size
     ch = channels or native_channels
@@ -134,4 +208,5 @@ def in_memory(
         channels=ch,
         classes=classes,
         images=images,
+        root=root,
     )

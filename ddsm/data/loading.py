@@ -32,10 +32,12 @@ def load_dataset(
     Args:
         name: one of :data:`DATASETS`.
         split: ``"train"`` or ``"test"``. For ``imagefolder``, ``"train"`` reads ``root/train`` if that directory
-            exists, else ``root`` itself; ``"test"`` reads ``root/test``.
+            exists, else ``root`` itself; ``"test"`` reads ``root/test`` (:class:`MissingSplitError` without it;
+            :func:`ddsm.data.load_with_held_out` then holds out part of ``"train"``).
         image_size: the output height and width; ``None`` keeps the data set's native size. Downscaling is
             antialiased bilinear. Folder images that are not square are center-cropped to a square first; their
-            native size is the shorter side of the first image.
+            native size is that square's side, which must then be the same for every image (else a ValueError
+            asks for ``image_size``).
         channels: 1 (grayscale; RGB is converted with the ITU-R 601-2 luma weights) or 3 (grayscale repeated);
             ``None`` keeps the native count (for ``imagefolder``: the first image's).
         root: where the data lives. Required for ``cifar10`` and ``imagefolder``; for ``fashion-mnist`` it overrides
@@ -50,7 +52,8 @@ def load_dataset(
     Raises:
         ValueError: an unknown name or split, a bad ``image_size`` or ``channels``, a missing required ``root``, or
             a file that is not what it should be.
-        FileNotFoundError: the data is not where it was looked for; the message says where and how to get it.
+        FileNotFoundError: the data is not where it was looked for; the message says where and how to get it
+            (:class:`MissingSplitError`, a subclass: an image folder without the ``"test"`` split).
     """
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; expected one of {', '.join(DATASETS)}")

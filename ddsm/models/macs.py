@@ -3,7 +3,8 @@
 fvcore counts one fused multiply-add as one flop, i.e. it counts MACs. It has no handle for
 ``scaled_dot_product_attention``; :func:`sdpa_macs` supplies one, so attention's two matmuls (Q K^T and the
 weighted sum of V) are counted too. ``include_attention=False`` reproduces the way DDSM counted (attention matmuls
-left out), for comparison with its published table.
+left out), for comparison with its published table. A ``VQModel``'s codebook look-up (``torch.cdist``) is counted
+by :func:`cdist_macs`.
 
 Counting traces the network, which takes a moment: :func:`macs_table` does it once per width and caches the table
 on disk keyed by the model's config fingerprint, so hot loops (search, sampling) only look numbers up.
@@ -27,7 +28,8 @@ from ..utils import PathLike, atomic_write_json, default_cache_dir
 if TYPE_CHECKING:
     from torch.utils.benchmark import Measurement
 
-__all__ = ["sdpa_macs", "count_macs", "fvcore_macs", "macs_table", "time_calls", "width_report", "MACS_CACHE_VERSION"]
+__all__ = ["sdpa_macs", "cdist_macs", "count_macs", "fvcore_macs", "macs_table", "time_calls", "width_report",
+           "MACS_CACHE_VERSION"]
 
 MACS_CACHE_VERSION = 1
 
@@ -45,6 +47,17 @@ def sdpa_macs(inputs, outputs) -> int:
     return batch_heads * nq * nk * (d + dv)
 
 
+def cdist_macs(inputs, outputs) -> int:
+    """fvcore handle for ``aten::cdist`` (a VQ codebook look-up): one multiply-add per pair of rows and dimension."""
+    from fvcore.nn.jit_handles import get_shape
+
+    x, y = get_shape(inputs[0]), get_shape(inputs[1])
+    batch = 1
+    for d in x[:-2]:
+        batch *= d
+    return batch * x[-2] * y[-2] * x[-1]
+
+
 class _AtWidth(nn.Module):
     """Traceable wrapper: ``forward(sample, timestep)`` of a supernet at a fixed width, or of a static subnet."""
 
@@ -58,18 +71,27 @@ class _AtWidth(nn.Module):
         return self.net(sample, timestep, width=self.width, return_dict=False)[0]
 
 
-def count_macs(net: Union[SlimmableUNet, StaticSubnet], width: Optional[float] = None,
-               include_attention: bool = True) -> int:
-    """MACs of one forward of ``net`` (a supernet at ``width``, or a static subnet) on ONE sample."""
+def _inputs(net: Union[SlimmableUNet, StaticSubnet]) -> tuple:
+    """One zero sample and timestep 1 for ``net``, on its device and in its dtype."""
     cfg = net.cfg if isinstance(net, StaticSubnet) else net.config
     param = next(net.parameters())
     sample = torch.zeros(1, cfg.in_channels, cfg.sample_size, cfg.sample_size, dtype=param.dtype, device=param.device)
-    timestep = torch.ones(1, dtype=torch.long, device=param.device)
-    return fvcore_macs(_AtWidth(net, 1.0 if width is None else width), (sample, timestep), include_attention)
+    return sample, torch.ones(1, dtype=torch.long, device=param.device)
+
+
+def count_macs(net: Union[SlimmableUNet, StaticSubnet], width: Optional[float] = None,
+               include_attention: bool = True) -> int:
+    """MACs of one forward of ``net`` (a supernet at ``width``, or a static subnet) on ONE sample."""
+    return fvcore_macs(_AtWidth(net, 1.0 if width is None else width), _inputs(net), include_attention)
 
 
 def fvcore_macs(module: nn.Module, inputs: tuple, include_attention: bool = True) -> int:
     """fvcore's count for ``module(*inputs)`` (eval mode, no grad), with our attention handle when asked."""
+    return _fvcore_counts(module, inputs)[0 if include_attention else 1]
+
+
+def _fvcore_counts(module: nn.Module, inputs: tuple) -> Tuple[int, int]:
+    """fvcore's count for ``module(*inputs)`` with and without the attention matmuls, from one trace."""
     from fvcore.nn import FlopCountAnalysis
 
     with warnings.catch_warnings():
@@ -77,9 +99,11 @@ def fvcore_macs(module: nn.Module, inputs: tuple, include_attention: bool = True
         analysis = FlopCountAnalysis(module.eval(), inputs)
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         logging.getLogger("fvcore").setLevel(logging.ERROR)
-        analysis.set_op_handle("aten::scaled_dot_product_attention", sdpa_macs if include_attention else None)
+        analysis.set_op_handle("aten::scaled_dot_product_attention", sdpa_macs)
+        analysis.set_op_handle("aten::cdist", cdist_macs)
         with torch.no_grad():
-            return int(analysis.total())
+            total = int(analysis.total())
+            return total, total - int(analysis.by_operator().get("scaled_dot_product_attention", 0))
 
 
 def macs_table(model: SlimmableUNet, widths: Optional[Sequence[float]] = None, include_attention: bool = True,
@@ -93,21 +117,36 @@ def macs_table(model: SlimmableUNet, widths: Optional[Sequence[float]] = None, i
         cache_dir: cache folder (default: ``default_cache_dir() / "macs"``).
         use_cache: read and write the cache.
     """
+    return _macs_tables(model, widths, (include_attention,), cache_dir, use_cache)[include_attention]
+
+
+def _macs_tables(model: SlimmableUNet, widths: Optional[Sequence[float]], variants: Sequence[bool],
+                 cache_dir: Optional[PathLike], use_cache: bool) -> Dict[bool, Dict[float, int]]:
+    """MACs per width with (True) and / or without (False) attention matmuls, as ``variants`` asks, each cached in
+    its own file. A width missing from a cache is counted once for all asked variants (one trace for both)."""
     widths = [float(w) for w in (widths or model.width_choices)]
-    path = Path(cache_dir or default_cache_dir() / "macs") / (
-        f"{model.config_sha256}-{'attn' if include_attention else 'noattn'}-v{MACS_CACHE_VERSION}.json")
-    cached: Dict[str, int] = {}
-    if use_cache and path.exists():
-        try:
-            cached = json.loads(path.read_text())["macs"]
-        except (ValueError, KeyError):
-            cached = {}  # a corrupt cache entry is recounted, never trusted
-    table = {w: int(cached[str(w)]) if str(w) in cached else count_macs(model, w, include_attention) for w in widths}
-    if use_cache and any(str(w) not in cached for w in widths):
-        merged = dict(cached, **{str(w): m for w, m in table.items()})
-        atomic_write_json(path, {"config_sha256": model.config_sha256, "include_attention": include_attention,
-                                 "macs": merged})
-    return table
+    folder = Path(cache_dir or default_cache_dir() / "macs")
+    paths = {a: folder / f"{model.config_sha256}-{'attn' if a else 'noattn'}-v{MACS_CACHE_VERSION}.json"
+             for a in variants}
+    cached: Dict[bool, Dict[str, int]] = {a: _read_cache(p) if use_cache else {} for a, p in paths.items()}
+    missing = [w for w in widths if any(str(w) not in cached[a] for a in variants)]
+    for w in missing:
+        if len(variants) == 1:
+            cached[variants[0]][str(w)] = count_macs(model, w, variants[0])
+        else:
+            cached[True][str(w)], cached[False][str(w)] = _fvcore_counts(_AtWidth(model, w), _inputs(model))
+    if use_cache and missing:
+        for a, path in paths.items():
+            atomic_write_json(path, {"config_sha256": model.config_sha256, "include_attention": a, "macs": cached[a]})
+    return {a: {w: int(cached[a][str(w)]) for w in widths} for a in variants}
+
+
+def _read_cache(path: Path) -> Dict[str, int]:
+    """A cached MACs table, or {} when there is none (a corrupt one is recounted, never trusted)."""
+    try:
+        return dict(json.loads(path.read_text())["macs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def time_calls(calls: Dict[Any, Callable[[], Any]], rounds: int = 5,
@@ -139,8 +178,8 @@ def width_report(model: SlimmableUNet, time_batch: Optional[int] = None, repeats
     also the forward time of a batch at each width, for the supernet and for the static sub-network of the same
     shape, measured side by side in this process by :func:`time_calls` (``repeats`` interleaved rounds)."""
     widths = sorted(model.width_choices)
-    with_attn = macs_table(model, widths, include_attention=True, use_cache=use_cache)
-    no_attn = macs_table(model, widths, include_attention=False, use_cache=use_cache)
+    tables = _macs_tables(model, widths, (True, False), None, use_cache)  # one trace per width for both
+    with_attn, no_attn = tables[True], tables[False]
     full, full_na = with_attn[1.0], no_attn[1.0]
     rows = [dict(width=w, macs=with_attn[w], macs_ratio=with_attn[w] / full, macs_no_attention=no_attn[w],
                  macs_ratio_no_attention=no_attn[w] / full_na) for w in widths]

@@ -36,7 +36,7 @@ from diffusers.models.unets.unet_2d import UNet2DOutput
 
 from ..utils import config_sha256
 from .blocks import DownBlock, MidBlock, TimestepEmbedding, UpBlock
-from .convert import config_from_dense, validate_config, validate_widths
+from .convert import config_from_dense, dense_width_choices, validate_config, validate_widths
 from .layers import SlimConv2d, SlimEmbedding, SlimGroupNorm, narrow_, slim_channels
 
 __all__ = ["SlimmableUNet", "StaticSubnet", "WidthPlan"]
@@ -213,23 +213,29 @@ class SlimmableUNet(ModelMixin, ConfigMixin):
     # -- conversion -----------------------------------------------------------------------------------------------
 
     @classmethod
-    def from_dense(cls, unet, width_choices: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
+    def from_dense(cls, unet, width_choices: Optional[Sequence[float]] = None,
                    attention_head_dim: Optional[int] = "from_dense", channel_divisor: int = 8) -> "SlimmableUNet":
         """Build a supernet from a dense diffusers ``UNet2DModel`` (DownBlock2D / AttnDownBlock2D / UpBlock2D /
         AttnUpBlock2D with a UNetMidBlock2D). At width 1.0 its output equals the dense model's.
 
-        ``attention_head_dim`` defaults to the dense model's (``None`` there means one head of all channels).
+        ``width_choices`` defaults to those of (0.25, 0.5, 0.75, 1.0) whose channel counts give whole GroupNorm
+        groups and attention heads in every layer; given ones that cannot are refused with the feasible ones
+        listed. ``attention_head_dim`` defaults to the dense model's (``None`` there means one head of all
+        channels). A layout part we cannot reproduce exactly (block type, time embedding, ...) raises a
+        ValueError naming it. The supernet holds copies of the dense weights, on their device and in their dtype.
         """
-        config = config_from_dense(unet.config, width_choices, channel_divisor)
+        config = config_from_dense(unet.config, (1.0,), channel_divisor)
         if attention_head_dim != "from_dense":
             config["attention_head_dim"] = attention_head_dim
-        model = cls(**config)
-        state = dict(unet.state_dict())
+        config["width_choices"] = dense_width_choices(cls, config, width_choices)
+        with torch.device("meta"):  # no random initialisation: every weight comes from the dense model
+            model = cls(**config)
+        state = {name: tensor.clone() for name, tensor in unet.state_dict().items()}
         if model.class_embedding is not None:  # append the null-class row, zero
             table = state["class_embedding.weight"]
             state["class_embedding.weight"] = torch.cat([table, table.new_zeros(1, table.shape[1])])
-        model.load_state_dict(state, strict=True)
-        return model if unet.dtype == torch.float32 else model.to(unet.dtype)
+        model.load_state_dict(state, strict=True, assign=True)
+        return model
 
 
 class StaticSubnet(nn.Module):

@@ -9,7 +9,8 @@ width of 0 runs no network and reuses the previous noise prediction (the schedul
 * AdaptiveDiffusion skipping (:class:`SkipPolicy`), decided per sample from the third-order difference of the
   latent's updates;
 * classifier-free guidance (conditional and null-class predictions in one batched forward);
-* latent diffusion (sample latents, decode once at the end with a diffusers ``AutoencoderKL``);
+* latent diffusion (sample latents, decode once at the end with a diffusers ``AutoencoderKL`` or ``VQModel``, as
+  the stock pipelines do: :func:`~ddsm.models.decode_latents`);
 * several processes through accelerate (seeds split across processes, images gathered in seed order).
 
 Randomness: sample ``i`` draws its initial noise and every stochastic step's noise from its own
@@ -19,6 +20,7 @@ size or the number of processes.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Union
@@ -29,6 +31,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from .schedulers import set_timestep_count, step_kwargs
+from ..models import decode_latents
 from ..schedules import Schedule, ScheduleError
 
 __all__ = ["SkipPolicy", "SampleResult", "sample", "balanced_labels", "resolve_widths"]
@@ -64,10 +67,10 @@ class SkipPolicy:
 class SampleResult:
     """What one sampling run produced and spent.
 
-    ``images`` are (N, C, H, W) in [-1, 1] on the CPU, in seed order (decoded when latent). ``computed[i, k]`` says
-    whether sample ``i`` ran the network at step ``k``. MACs count UNet forwards of one sample each (doubled under
-    classifier-free guidance); ``full_macs_per_image`` is what the full width at every step would have cost; the
-    autoencoder decode is reported apart, per image.
+    ``images`` are (N, C, H, W) in [-1, 1] on the CPU, in seed order (decoded when latent), in the model's dtype
+    (float32 when that is narrower). ``computed[i, k]`` says whether sample ``i`` ran the network at step ``k``.
+    MACs count UNet forwards of one sample each (doubled under classifier-free guidance); ``full_macs_per_image`` is
+    what the full width at every step would have cost; the autoencoder decode is reported apart, per image.
     """
 
     images: torch.Tensor
@@ -142,18 +145,23 @@ def resolve_widths(model, scheduler, schedule: Union[Schedule, float, Sequence[f
 
 
 def _predict(model, x: torch.Tensor, t, labels: Optional[torch.Tensor], width: float,
-             guidance_scale: float, null_label: Optional[int]) -> torch.Tensor:
-    """Noise prediction at one width, with classifier-free guidance batched into one forward."""
+             guidance_scale: float, null_label: Optional[int], autocast) -> torch.Tensor:
+    """Noise prediction at one width, with classifier-free guidance batched into one forward. The forward runs under
+    ``autocast()`` (mixed precision); the prediction comes back in ``x``'s dtype, for the scheduler."""
+    def forward(inputs: torch.Tensor, class_labels: Optional[torch.Tensor]) -> torch.Tensor:
+        with autocast():
+            return model(inputs, t, class_labels=class_labels, width=width).sample.to(x.dtype)
+
     if guidance_scale == 1.0 or labels is None:
-        return model(x, t, class_labels=labels, width=width).sample
+        return forward(x, labels)
     null = torch.full_like(labels, null_label)
-    both = model(torch.cat([x, x]), t, class_labels=torch.cat([labels, null]), width=width).sample
+    both = forward(torch.cat([x, x]), torch.cat([labels, null]))
     cond, uncond = both.chunk(2)
     return uncond + guidance_scale * (cond - uncond)
 
 
 def _sample_batch(model, scheduler, steps, widths, seeds, labels, guidance_scale, skip_policy, autoencoder, shape,
-                  device, dtype, progress_bar):
+                  device, dtype, progress_bar, autocast):
     scheduler.set_timesteps(steps)  # fresh solver state for every batch (multistep solvers keep history)
     gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
     extra = step_kwargs(scheduler, generator=gens)  # per-sample noise for the schedulers that draw any
@@ -176,7 +184,7 @@ def _sample_batch(model, scheduler, steps, widths, seeds, labels, guidance_scale
             idx = run.nonzero().squeeze(1)
             x_in = scheduler.scale_model_input(x, t)[idx]
             lab = labels[idx] if labels is not None else None
-            new = _predict(model, x_in, t, lab, w, guidance_scale, null_label)
+            new = _predict(model, x_in, t, lab, w, guidance_scale, null_label, autocast)
             eps = new if eps is None else eps.index_copy(0, idx, new)
             computed[idx.cpu().numpy(), k] = True
         x_next = scheduler.step(eps, t, x, **extra).prev_sample
@@ -191,8 +199,8 @@ def _sample_batch(model, scheduler, steps, widths, seeds, labels, guidance_scale
         x = x_next
         progress_bar.update(1)
     if autoencoder is not None:
-        x = autoencoder.decode(x / autoencoder.config.scaling_factor).sample
-    return x.clamp(-1, 1).float().cpu(), computed
+        x = decode_latents(autoencoder, x)
+    return x.clamp(-1, 1).to(torch.promote_types(x.dtype, torch.float32)).cpu(), computed
 
 
 @torch.no_grad()
@@ -215,9 +223,12 @@ def sample(model, scheduler, schedule: Union[Schedule, float, Sequence[float]] =
         guidance_scale: Classifier-free guidance scale (1.0: no guidance, one forward per step).
         batch_size: Images per forward (per process); results do not depend on it.
         skip_policy: AdaptiveDiffusion skipping on top of the schedule (``None``: off).
-        autoencoder: A diffusers ``AutoencoderKL`` for latent models: latents are decoded at the end.
-        accelerator: An ``accelerate.Accelerator``: seeds are split across its processes and the images gathered
-            in seed order on every process.
+        autoencoder: A diffusers ``AutoencoderKL`` or ``VQModel`` for latent models: latents are decoded at the
+            end with ``decode(latents / scaling_factor)``, a ``VQModel`` quantising them first (as ``LDMPipeline``).
+        accelerator: An ``accelerate.Accelerator`` (:func:`ddsm.runtime.make_accelerator`): seeds are split across
+            its processes and the images gathered in seed order on every process; the UNet's forwards run under its
+            ``autocast()`` (mixed precision), the scheduler in the model's dtype. The model (and autoencoder) must
+            already be on its device.
         progress: Show a progress bar of denoising steps.
         macs_table: MACs per width (default: :func:`ddsm.macs.macs_table` of the model, cached).
     """
@@ -250,6 +261,7 @@ def sample(model, scheduler, schedule: Union[Schedule, float, Sequence[float]] =
 
     all_idx = np.arange(len(seeds))
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+    autocast = accelerator.autocast if accelerator is not None else contextlib.nullcontext
     mine = np.array_split(all_idx, world)[rank]
     start = time.perf_counter()
     images, computed = [], []
@@ -260,7 +272,7 @@ def sample(model, scheduler, schedule: Union[Schedule, float, Sequence[float]] =
         labels = (torch.tensor([class_labels[i] for i in idx], device=device) if class_labels is not None
                   else None)
         img, comp = _sample_batch(model, scheduler, steps, widths, [seeds[i] for i in idx], labels, guidance_scale,
-                                  skip_policy, autoencoder, shape, device, dtype, bar)
+                                  skip_policy, autoencoder, shape, device, dtype, bar, autocast)
         images.append(img)
         computed.append(comp)
     bar.close()
@@ -301,7 +313,7 @@ def decode_macs(autoencoder, unet_config) -> int:
                 self.vae = vae
 
             def forward(self, z):
-                return self.vae.decode(z).sample
+                return decode_latents(self.vae, z)
 
         param = next(autoencoder.parameters())
         z = torch.zeros(1, unet_config.in_channels, unet_config.sample_size, unet_config.sample_size,

@@ -1,14 +1,11 @@
 """Metrics: FID/KID on Inception or fast domain features, cached reference statistics, PSNR/SSIM fidelity.
 
-Every feature network has a ``name`` ("inception-2015-12-05", "mnist-5k-16px-cnn-v1", ...): reports carry it next
-to each number so that a domain-feature FID is never mistaken for Inception FID. Importing this package loads no
-weights and touches no file.
+Every feature network has a ``name`` ("inception-2015-12-05", "mnist-5k-16px-cnn-v1-3fa2b1c0", ...): reports carry
+it next to each number so that a domain-feature FID is never mistaken for Inception FID. Importing this package loads
+no weights and touches no file.
 """
 
 from .domain import (
-    DomainClassifier,
-    DomainClassifierConfig,
-    DomainFeatures,
     classifier_accuracy,
     domain_features_name,
     load_domain_classifier,
@@ -16,6 +13,7 @@ from .domain import (
     save_domain_classifier,
     train_domain_classifier,
 )
+from .domain_net import DomainClassifier, DomainClassifierConfig, DomainFeatures
 from .features import extract_features, feature_network_name
 from .fid import feature_stats, frechet_distance, kernel_inception_distance, mmd2_unbiased, polynomial_kernel
 from .fidelity import PSNR_CAP_DB, fidelity_summary, psnr, ssim
@@ -33,6 +31,7 @@ from .reference import (
     ReferenceStatsMismatchError,
     load_or_compute_reference_stats,
     reference_stats_filename,
+    weights_sha256,
 )
 
 __all__ = [
@@ -67,4 +66,5 @@ __all__ = [
     "ssim",
     "torchscript_to_fid_state_dict",
     "train_domain_classifier",
+    "weights_sha256",
 ]

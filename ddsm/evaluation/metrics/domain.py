@@ -1,10 +1,15 @@
-"""A fast feature network for search on the embedded data: a small CNN classifier trained on the data set itself.
+"""A fast feature network for search: a small CNN classifier trained on the data set itself, and its cache.
 
 Inception FID costs ~0.2 s per image on two CPU cores; a search scores hundreds of candidate schedules. This module
-trains a few-layer CNN on the same data the diffusion model learns (MNIST-like, any size: it resizes its input to
-its own size), caches it, and uses its penultimate layer as features for FID/KID. Numbers computed with it are *not*
-Inception FID: the network's ``name`` (``"mnist-5k-16px-cnn-v1"``: data set, resolution the data was seen at,
-architecture version) goes into every report next to them.
+trains a few-layer CNN (:mod:`.domain_net`) on the same data the diffusion model learns (any size: it resizes its
+input to its own size), caches it, and uses its penultimate layer as features for FID/KID. Numbers computed with it
+are *not* Inception FID: the network's ``name`` (``"mnist-5k-16px-cnn-v1-3fa2b1c0"``: data set, resolution the data
+was seen at, architecture version, first 8 hex digits of the weights' sha256, so that a retrained network or other
+data give another name) goes into every report next to them.
+
+It trains on the data set's ``"train"`` split and is scored on its ``"test"`` split; a data set without one (an image
+folder of class subfolders only) holds out a fixed, recorded part of each class instead
+(:func:`ddsm.data.load_with_held_out`), never seen in training.
 
     features = load_or_train_domain_classifier("mnist-5k", image_size=16)   # trained once, then cached
     feats = extract_features(features, samples)                             # (N, 128)
@@ -17,118 +22,23 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm.auto import tqdm
 
 from ...utils import atomic_write, atomic_write_json, default_cache_dir
+from .domain_net import ARCH, DomainClassifier, DomainClassifierConfig, DomainFeatures
+from .reference import weights_sha256
 
-ARCH = "cnn-v1"
 FORMAT = "ddsm-domain-classifier"
-VERSION = 1
-_LUMA = (0.299, 0.587, 0.114)
+VERSION = 2  # 2: info.json records weights_sha256 and the held-out images; the name ends in the weights' digest
 
 PathLike = Union[str, os.PathLike]
 DataLike = Any  # a ddsm data set (.images/.labels), an (images, labels) pair, or a Dataset of (image, label)
-
-
-@dataclass(frozen=True)
-class DomainClassifierConfig:
-    in_channels: int = 1  # input is converted to this: RGB -> gray by luma, gray -> RGB by repeating
-    input_size: int = 28  # every input is resized (bilinear) to input_size x input_size; divisible by 4
-    channels: Tuple[int, int] = (16, 32)  # conv widths of the two stages (two 3x3 convs each, then 2x2 max pool)
-    feature_dim: int = 128  # width of the penultimate layer: the features
-    num_classes: int = 10
-    dropout: float = 0.3  # before the classifier head (training only)
-
-    def __post_init__(self):
-        if self.input_size % 4 != 0:
-            raise ValueError(f"input_size must be divisible by 4 (two 2x2 pools), got {self.input_size}")
-        if self.in_channels not in (1, 3):
-            raise ValueError(f"in_channels must be 1 or 3, got {self.in_channels}")
-        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
-
-
-def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-
-
-class DomainClassifier(nn.Module):
-    """Two conv stages (conv-BN-ReLU x2, max pool) -> Linear (the features) -> ReLU -> dropout -> Linear (logits).
-
-    Input: images in [-1, 1], (N, C, H, W), any C in {1, 3} and any size.
-    """
-
-    def __init__(self, config: DomainClassifierConfig = DomainClassifierConfig()):
-        super().__init__()
-        self.config = config
-        c1, c2 = config.channels
-        self.body = nn.Sequential(
-            _conv_bn_relu(config.in_channels, c1),
-            _conv_bn_relu(c1, c1),
-            nn.MaxPool2d(2),  # input_size / 2
-            _conv_bn_relu(c1, c2),
-            _conv_bn_relu(c2, c2),
-            nn.MaxPool2d(2),  # input_size / 4
-        )
-        self.embed = nn.Linear(c2 * (config.input_size // 4) ** 2, config.feature_dim)
-        self.head = nn.Sequential(
-            nn.ReLU(), nn.Dropout(config.dropout), nn.Linear(config.feature_dim, config.num_classes)
-        )
-
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """Channels and size as the network expects: (N, in_channels, input_size, input_size)."""
-        if images.ndim != 4:
-            raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
-        x = images.float()
-        channels, want = x.shape[1], self.config.in_channels
-        if channels != want:
-            if channels == 3 and want == 1:  # ITU-R 601-2 luma, as ddsm.data converts RGB
-                x = torch.einsum("nchw,c->nhw", x, x.new_tensor(_LUMA)).unsqueeze(1)
-            elif channels == 1 and want == 3:
-                x = x.expand(-1, 3, -1, -1)
-            else:
-                raise ValueError(f"images have {channels} channels; this classifier takes 1 or 3 (uses {want})")
-        size = self.config.input_size
-        if tuple(x.shape[-2:]) != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        return x
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Penultimate-layer features (before its ReLU), (N, feature_dim)."""
-        return self.embed(self.body(self.preprocess(images)).flatten(1))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(images))  # (N, num_classes) logits
-
-
-class DomainFeatures(nn.Module):
-    """A trained :class:`DomainClassifier` used as a feature network: images in [-1, 1] -> (N, feature_dim).
-
-    ``name`` identifies the network in reports (e.g. ``"mnist-5k-16px-cnn-v1"``); ``test_accuracy`` is its held-out
-    accuracy when known.
-    """
-
-    def __init__(self, classifier: DomainClassifier, name: str, test_accuracy: Optional[float] = None):
-        super().__init__()
-        self.classifier = classifier
-        self.name = name
-        self.test_accuracy = test_accuracy
-        self.feature_dim = classifier.config.feature_dim
-        for p in self.parameters():
-            p.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> "DomainFeatures":
-        return super().train(False)  # a fixed feature extractor
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier.features(images)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -246,9 +156,11 @@ def _fit(model: DomainClassifier, images: torch.Tensor, labels: torch.Tensor, ep
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def domain_features_name(dataset_name: str, resolution: int) -> str:
-    """``{dataset}-{resolution}px-cnn-v1``: what the network saw and which architecture."""
-    return f"{dataset_name}-{resolution}px-{ARCH}"
+def domain_features_name(dataset_name: str, resolution: int, weights_digest: Optional[str] = None) -> str:
+    """``{dataset}-{resolution}px-cnn-v1[-{weights_digest[:8]}]``: what the network saw, which architecture, and
+    which weights (:func:`~.reference.weights_sha256`)."""
+    name = f"{dataset_name}-{resolution}px-{ARCH}"
+    return name if weights_digest is None else f"{name}-{weights_digest[:8]}"
 
 
 def _key_digest(key: Dict[str, Any]) -> str:
@@ -256,20 +168,22 @@ def _key_digest(key: Dict[str, Any]) -> str:
 
 
 def save_domain_classifier(directory: PathLike, model: DomainClassifier, info: Dict[str, Any]) -> Path:
-    """Write ``model.safetensors`` then ``info.json`` (config, key, accuracy...) atomically into ``directory``.
-    ``info.json`` is written last: its presence marks a complete entry."""
+    """Write ``model.safetensors`` then ``info.json`` (config, key, accuracy, ``weights_sha256``...) atomically into
+    ``directory``. ``info.json`` is written last: its presence marks a complete entry."""
     from safetensors.torch import save as safetensors_save
 
     directory = Path(directory)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     atomic_write(directory / "model.safetensors", safetensors_save(state))
-    payload = dict(info, format=FORMAT, version=VERSION, arch=ARCH, config=asdict(model.config))
+    payload = dict(info, format=FORMAT, version=VERSION, arch=ARCH, config=asdict(model.config),
+                   weights_sha256=weights_sha256(model))
     atomic_write_json(directory / "info.json", payload)
     return directory
 
 
 def load_domain_classifier(directory: PathLike) -> Tuple[DomainClassifier, Dict[str, Any]]:
-    """Read a classifier written by :func:`save_domain_classifier`; returns (model in eval mode, info dict)."""
+    """Read a classifier written by :func:`save_domain_classifier`; returns (model in eval mode, info dict).
+    Weights that do not match the recorded ``weights_sha256`` are an error, never used under the old name."""
     from safetensors.torch import load as safetensors_load
 
     directory = Path(directory)
@@ -277,10 +191,13 @@ def load_domain_classifier(directory: PathLike) -> Tuple[DomainClassifier, Dict[
     if info.get("format") != FORMAT or info.get("version") != VERSION or info.get("arch") != ARCH:
         raise ValueError(
             f"{directory}: format/version/arch {info.get('format')}/{info.get('version')}/{info.get('arch')}, "
-            f"expected {FORMAT}/{VERSION}/{ARCH}"
+            f"expected {FORMAT}/{VERSION}/{ARCH}; delete that folder to train the classifier again"
         )
     model = DomainClassifier(DomainClassifierConfig(**info["config"]))
     model.load_state_dict(safetensors_load((directory / "model.safetensors").read_bytes()))
+    if weights_sha256(model) != info.get("weights_sha256"):
+        raise ValueError(f"{directory}: model.safetensors does not match the weights_sha256 in info.json; delete "
+                         "that folder to train the classifier again")
     return model.eval(), info
 
 
@@ -293,54 +210,59 @@ def load_or_train_domain_classifier(
     config: Optional[DomainClassifierConfig] = None,
     min_accuracy: Optional[float] = None,
     progress: bool = True,
+    *,
+    root: Optional[PathLike] = None,
+    channels: Optional[int] = None,
+    held_out_fraction: Optional[float] = None,
+    held_out_seed: Optional[int] = None,
 ) -> DomainFeatures:
     """The domain feature network for ``dataset_name`` at ``image_size``: from the cache, or trained and cached.
 
-    Trains on ``ddsm.data.load_dataset(name, "train", image_size)`` and measures accuracy on the "test" split. The
-    cache entry (``cache_dir`` or ``default_cache_dir() / "domain_classifiers"``, one folder per key) holds the
-    weights and ``info.json`` with the key, held-out accuracy and training time; it is reused only when every field
-    of the key (data set, image size, epochs, seed, config, architecture) matches.
+    Trains on the ``"train"`` split of ``ddsm.data.load_dataset(name, image_size=, channels=, root=)`` and measures
+    accuracy on its ``"test"`` split or, for a data set without one, on a fixed held-out part of ``"train"`` that
+    training never sees (:func:`ddsm.data.load_with_held_out`; ``info["held_out"]`` records which images). The cache
+    entry (``cache_dir`` or ``default_cache_dir() / "domain_classifiers"``, one folder per key) holds the weights and
+    ``info.json`` with the key, held-out accuracy, weights digest and training time; it is reused only when every
+    field of the key matches: data set, resolved root, image size, channels, fingerprints of both image sets, the
+    held-out split, epochs, seed, config, architecture. The returned network's ``name`` ends in its weights' digest.
 
     Args:
+        root: the data set's ``root`` (the config's ``data.root``).
+        channels: the channel count to train on (default: the data's own).
+        held_out_fraction, held_out_seed: the held-out part when there is no test split (default 10%, seed 0).
         min_accuracy: if given, a freshly trained network below it raises ``RuntimeError`` and is not cached.
     """
-    from ...data import load_dataset
+    from ...data import HELD_OUT_FRACTION, HELD_OUT_SEED, load_with_held_out
 
-    train = load_dataset(dataset_name, split="train", image_size=image_size)
-    train_images, train_labels = _as_tensors(train)
-    resolution = int(train_images.shape[-1])
-    key = {
-        "dataset": dataset_name,
-        "image_size": resolution,
-        "arch": ARCH,
-        "epochs": epochs,
-        "seed": seed,
-        "config": None if config is None else asdict(config),
-    }
-    name = domain_features_name(dataset_name, resolution)
+    train, test, held_out = load_with_held_out(
+        dataset_name, image_size=image_size, channels=channels, root=root,
+        fraction=HELD_OUT_FRACTION if held_out_fraction is None else held_out_fraction,
+        seed=HELD_OUT_SEED if held_out_seed is None else held_out_seed)
+    if train.num_classes < 2:
+        raise ValueError(f"{dataset_name} at {train.root} has {train.num_classes} class ({', '.join(train.classes)});"
+                         " the domain feature network is a classifier and needs at least 2 classes (class "
+                         "subfolders); without it, search with --metric fidelity and benchmark with --no-domain")
+    summary = {k: v for k, v in held_out.items() if k != "held_out"}
+    key = {"dataset": dataset_name, "root": train.root, "image_size": train.image_size, "channels": train.channels,
+           "train_data": train.fingerprint(), "held_out_data": test.fingerprint(), "held_out": summary,
+           "arch": ARCH, "epochs": epochs, "seed": seed, "config": None if config is None else asdict(config)}
     base = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "domain_classifiers"
-    directory = base / f"{name}-{_key_digest(key)}"
+    directory = base / f"{domain_features_name(dataset_name, train.image_size)}-{_key_digest(key)}"
     if (directory / "info.json").is_file():
         model, info = load_domain_classifier(directory)
         if info.get("key") != json.loads(json.dumps(key)):
             raise ValueError(f"{directory} holds a classifier for key {info.get('key')}, not {key}")
-        return DomainFeatures(model, info["name"], info["test_accuracy"])
+        return DomainFeatures(model, info["name"], info["test_accuracy"], info)
 
-    test = load_dataset(dataset_name, split="test", image_size=image_size)
     start = time.perf_counter()
     model, accuracy = train_domain_classifier(
-        (train_images, train_labels), test, epochs=epochs, seed=seed, config=config, progress=progress
+        _as_tensors(train), test, epochs=epochs, seed=seed, config=config, progress=progress
     )
     seconds = time.perf_counter() - start
+    name = domain_features_name(dataset_name, train.image_size, weights_sha256(model))
     if min_accuracy is not None and accuracy < min_accuracy:
         raise RuntimeError(f"{name}: held-out accuracy {accuracy:.4f} is below min_accuracy={min_accuracy}")
-    info = {
-        "name": name,
-        "key": key,
-        "test_accuracy": accuracy,
-        "num_train": len(train_labels),
-        "num_test": len(test),
-        "train_seconds": round(seconds, 2),
-    }
+    info = {"name": name, "key": key, "test_accuracy": accuracy, "num_train": len(train), "num_test": len(test),
+            "held_out": held_out, "train_seconds": round(seconds, 2)}
     save_domain_classifier(directory, model, info)
-    return DomainFeatures(model, name, accuracy)
+    return DomainFeatures(model, name, accuracy, json.loads((directory / "info.json").read_text()))

@@ -1,11 +1,13 @@
 """Reference statistics (mean and covariance of real-data features), cached as .npz and never silently mixed.
 
-A statistic is only meaningful with its provenance: which data set, split and resolution, how many images, and
-which feature network. That provenance is the *key*; it is stored inside the file, the file name is derived from
-it, and loading compares every field of it.
+A statistic is only meaningful with its provenance: which data set (its name and the resolved absolute ``root`` it
+was read from), split, resolution and channel count, how many images, and which feature network (its name and the
+sha256 of its weights). That provenance is the *key*; it is stored inside the file, the file name is derived from
+it, and loading compares every field of it. Two image folders of the same name and size, or a retrained feature
+network, therefore never share statistics.
 
-    key = {"dataset": "mnist-5k", "split": "train", "resolution": 16, "num_samples": 4000,
-           "features": "inception-2015-12-05"}
+    key = {"dataset": "mnist-5k", "root": None, "split": "train", "resolution": 16, "channels": 1,
+           "num_samples": 4000, "features": "inception-2015-12-05", "weights_sha256": weights_sha256(net)}
     ref = load_or_compute_reference_stats(key, lambda: extract_features(net, images))
     fid = frechet_distance(mu, sigma, ref.mu, ref.sigma)
 """
@@ -21,13 +23,14 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
+import torch
 
 from ...utils import atomic_savez, default_cache_dir, to_plain
 from .fid import feature_stats
 
 FORMAT = "ddsm-reference-stats"
 VERSION = 1
-REQUIRED_KEYS = ("dataset", "split", "resolution", "num_samples", "features")
+REQUIRED_KEYS = ("dataset", "root", "split", "resolution", "channels", "num_samples", "features", "weights_sha256")
 
 PathLike = Union[str, os.PathLike]
 ComputeResult = Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]
@@ -35,6 +38,16 @@ ComputeResult = Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]
 
 class ReferenceStatsMismatchError(ValueError):
     """A stored reference statistic was made under a different key than the one asked for."""
+
+
+def weights_sha256(net: torch.nn.Module) -> str:
+    """The sha256 (hex) of a network's state: every parameter and buffer, by name, dtype, shape and bytes."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(net.state_dict().items()):
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{t.dtype}:{tuple(tensor.shape)}\n".encode())
+        h.update(t.view(torch.uint8).numpy())
+    return h.hexdigest()
 
 
 def normalize_key(key: Mapping[str, Any]) -> Dict[str, Any]:
@@ -62,10 +75,12 @@ def key_mismatches(stored: Mapping[str, Any], requested: Mapping[str, Any]) -> D
 
 
 def reference_stats_filename(key: Mapping[str, Any]) -> str:
-    """A readable, unique file name: ``{dataset}-{split}-{resolution}px-n{N}-{features}-{hash10}.npz``."""
+    """A readable, unique file name: ``{dataset}-{split}-{resolution}px-{channels}ch-n{N}-{features}-{hash10}.npz``
+    (the hash covers every field of the key, the root and the weights' digest included)."""
     key = normalize_key(key)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:10]
-    stem = f"{key['dataset']}-{key['split']}-{key['resolution']}px-n{key['num_samples']}-{key['features']}"
+    stem = (f"{key['dataset']}-{key['split']}-{key['resolution']}px-{key['channels']}ch-n{key['num_samples']}-"
+            f"{key['features']}")
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem)
     return f"{stem}-{digest}.npz"
 
@@ -155,8 +170,9 @@ def load_or_compute_reference_stats(
     otherwise computed with ``compute_fn()`` and cached.
 
     Args:
-        key: dataset, split, resolution, num_samples, features (the feature network's ``name``), plus any other
-            fields that change the statistics (they become part of the identity too).
+        key: dataset, root (resolved absolute path, or None), split, resolution, channels, num_samples, features
+            (the feature network's ``name``) and weights_sha256 (:func:`weights_sha256` of it), plus any other
+            fields that change the statistics (e.g. a fingerprint of the data; they become part of the identity too).
         compute_fn: returns either the features (N, D), from which the statistics are computed (N must equal
             ``key["num_samples"]``), or a ``(mu, sigma)`` pair.
         cache_dir: default ``default_cache_dir() / "reference_stats"``.
