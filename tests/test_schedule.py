@@ -86,7 +86,9 @@ def test_loads_a_hand_written_file_in_the_design_format(tmp_path):
     text = json.dumps({
         "format": "ddsm-schedule", "version": 1,
         "model": {"config_sha256": config_sha256(MODEL.config), "width_choices": [0.25, 0.5, 0.75, 1]},
-        "scheduler": {"class_name": "DDIMScheduler", "config": {"steps_offset": 1}, "num_inference_steps": 3},
+        "scheduler": {"class_name": "DDIMScheduler", "num_inference_steps": 3, "config": {
+            "num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear",
+            "steps_offset": 1}},
         "timesteps": [981, 491, 1], "widths": [0.5, 0, 1],
         "macs": None, "metrics": None, "provenance": {"note": "by hand"},
     })
@@ -200,6 +202,39 @@ MALFORMED = [
     ("ratio", _set(["macs", "ratio"], 0.5), r"macs.ratio = 0.5 != macs.total / macs.full = 0.375"),
     ("per_step length", _set(["macs", "per_step"], [6071, 0]), r"len\(macs.per_step\) = 2 != len\(widths\) = 5"),
     ("macs keys", _delete(["macs", "full"]), r"macs is missing key\(s\) \['full'\]"),
+    ("unsorted timesteps", _set(["timesteps"], [800, 600, 200, 400, 0]),
+     r"timesteps\[3\] = 400 > timesteps\[2\] = 200: timesteps are in sampling order"),
+    ("huge int", _set(["model", "width_choices", 0], 10 ** 400),
+     r"model.width_choices\[0\] = 10000000000000000000\.\.\. \(401 digits\) is too large for a float"),
+    ("unsupported scheduler", _set(["scheduler", "class_name"], "LCMScheduler"),
+     r"scheduler.class_name = 'LCMScheduler' is not a supported scheduler \(it needs a consistency-distilled"),
+    ("unknown scheduler", _set(["scheduler", "class_name"], "DDIMScheduler "),
+     r"scheduler.class_name = 'DDIMScheduler ' is not a supported scheduler; expected one of \['DDPMScheduler'"),
+    ("config NaN string", _set(["scheduler", "config", "beta_start"], "NaN"),
+     r"scheduler.config.beta_start = 'NaN' must be a number, got str"),
+    ("config bool for int", _set(["scheduler", "config", "steps_offset"], True),
+     r"scheduler.config.steps_offset = True must be an int, got bool"),
+    ("config float for int", _set(["scheduler", "config", "num_train_timesteps"], 1000.0),
+     r"scheduler.config.num_train_timesteps = 1000.0 must be an int, got float"),
+    ("config string for bool", _set(["scheduler", "config", "clip_sample"], "false"),
+     r"scheduler.config.clip_sample = 'false' must be true/false, got str"),
+    ("config enum", _set(["scheduler", "config", "timestep_spacing"], "lead"),
+     r"scheduler.config.timestep_spacing = 'lead' must be one of \['leading', 'trailing', 'linspace'\]"),
+    ("config unknown key", _set(["scheduler", "config", "beta_strat"], 0.001),
+     r"scheduler.config.beta_strat = 0.001 is not a setting of DDIMScheduler nor of any supported scheduler"),
+    ("config key missing", _delete(["scheduler", "config", "beta_start"]),
+     r"scheduler.config.beta_start is missing: expected a number, the noise schedule the model was trained with"),
+    ("config betas swapped", _set(["scheduler", "config", "beta_start"], 0.5),
+     r"scheduler.config.beta_start = 0.5 must be < scheduler.config.beta_end = 0.02"),
+    ("config nested", _set(["scheduler", "config", "beta_end"], [0.02]),
+     r"scheduler.config.beta_end = \[0.02\] must be a number, got list"),
+    ("config trained betas", _set(["scheduler", "config", "trained_betas"], [0.01] * 10),
+     r"len\(scheduler.config.trained_betas\) = 10 != scheduler.config.num_train_timesteps = 1000"),
+    ("beta_schedule the class lacks", _set(["scheduler", "config", "beta_schedule"], "sigmoid"),
+     r"scheduler.config: DDIMScheduler cannot be built from it: NotImplementedError: sigmoid"),
+    ("timestep past training", _set(["scheduler", "config", "num_train_timesteps"], 500),
+     r"timesteps\[0\] = 800 is outside \[0, scheduler.config.num_train_timesteps = 500\)"),
+    ("scheduler section names the key", _set(["scheduler", "extra"], 1), r"\(scheduler.extra is unknown\)"),
 ]
 
 
@@ -252,25 +287,38 @@ json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=
     st.text(max_size=5), inner, max_size=3), max_leaves=8)
 
 
+# Tied schedules carry a real scheduler config (the reader checks it against diffusers), plus private keys.
+TIED_CONFIGS = [(cls.__name__, dict(cls(**kw).config)) for cls, kw in [
+    (DDIMScheduler, {}), (DDIMScheduler, {"steps_offset": 1, "beta_schedule": "scaled_linear", "beta_end": 0.012}),
+    (EulerDiscreteScheduler, {}), (EulerDiscreteScheduler, {"use_karras_sigmas": True, "prediction_type": "v_prediction"})]]
+
+
 @st.composite
 def schedules(draw):
+    """Valid schedules: timesteps never increase (sampling order); a tied one's lie in [0, num_train_timesteps)."""
     choices = draw(st.lists(st.sampled_from(CHOICE_POOL), min_size=1, max_size=len(CHOICE_POOL), unique=True))
     n = draw(st.integers(1, 40))
+    tied = draw(st.booleans())
+    low, high = (0, 999) if tied else (-5, 2000)
     if draw(st.booleans()):
-        timesteps = draw(st.lists(st.integers(-5, 2000), min_size=n, max_size=n, unique=True))
+        timesteps = draw(st.lists(st.integers(low, high), min_size=n, max_size=n, unique=True))
     else:
-        timesteps = draw(st.lists(st.floats(-10, 1000, allow_nan=False), min_size=n, max_size=n))
+        timesteps = draw(st.lists(st.floats(low, min(high, 1000) - (1e-3 if tied else 0), allow_nan=False),
+                                  min_size=n, max_size=n))
+    timesteps = sorted(timesteps, reverse=True)
     widths = [draw(st.sampled_from(choices))] + draw(st.lists(st.sampled_from(choices + [0]), min_size=n - 1,
                                                              max_size=n - 1))
-    tied = {}
-    if draw(st.booleans()):
-        tied = {"scheduler_class_name": draw(st.sampled_from(["DDIMScheduler", "EulerDiscreteScheduler"])),
-                "scheduler_config": draw(st.dictionaries(st.text(max_size=6), json_values, max_size=4)),
-                "num_inference_steps": n}
+    scheduler = {}
+    if tied:
+        name, config = draw(st.sampled_from(TIED_CONFIGS))
+        private = draw(st.dictionaries(st.text(max_size=5).map(lambda k: "_" + k), json_values, max_size=3))
+        scheduler = {"scheduler_class_name": name, "num_inference_steps": n,
+                     "scheduler_config": {k: v for k, v in {**config, **private}.items()
+                                          if not (isinstance(v, float) and math.isinf(v))}}
     schedule = Schedule(timesteps=timesteps, widths=widths, width_choices=choices,
                         config_sha256=draw(st.text("0123456789abcdef", min_size=64, max_size=64)),
                         metrics=draw(st.none() | st.dictionaries(st.text(max_size=6), json_values, max_size=3)),
-                        provenance=draw(st.dictionaries(st.text(max_size=6), json_values, max_size=3)), **tied)
+                        provenance=draw(st.dictionaries(st.text(max_size=6), json_values, max_size=3)), **scheduler)
     if draw(st.booleans()):
         table = {w: draw(st.integers(1, 10**12)) for w in choices}
         schedule = schedule.with_macs(table)

@@ -19,25 +19,11 @@ from __future__ import annotations
 import inspect
 
 from ..schedules import ScheduleError
+# SCHEDULERS (the supported classes) and UNSUPPORTED (refused ones, with the reason) live with the schedule file
+# checks, which need them and which this module imports.
+from ..schedules.diffusers_config import SCHEDULERS, UNSUPPORTED
 
 __all__ = ["SCHEDULERS", "UNSUPPORTED", "build_scheduler", "step_kwargs", "set_timestep_count"]
-
-SCHEDULERS = ("DDPMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler", "EulerDiscreteScheduler",
-              "EulerAncestralDiscreteScheduler", "UniPCMultistepScheduler", "PNDMScheduler", "DEISMultistepScheduler",
-              "DPMSolverSinglestepScheduler", "SASolverScheduler", "LMSDiscreteScheduler", "HeunDiscreteScheduler",
-              "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler")
-
-# Diffusers schedulers this loop refuses, and why (any other name is refused as unknown).
-UNSUPPORTED = {
-    "DPMSolverSDEScheduler": "it draws noise from a torchsde Brownian tree, not from per-sample generators",
-    "LCMScheduler": "it needs a consistency-distilled model",
-    "TCDScheduler": "it needs a consistency-distilled model",
-    "EDMEulerScheduler": "it needs an EDM-preconditioned model (sigma inputs), not a noise predictor of t",
-    "EDMDPMSolverMultistepScheduler": "it needs an EDM-preconditioned model (sigma inputs), not a noise "
-                                      "predictor of t",
-    "IPNDMScheduler": "it runs continuous timesteps in [0, 1], not the model's training timesteps",
-    "FlowMatchEulerDiscreteScheduler": "it needs a flow-matching (velocity) model",
-}
 
 
 def build_scheduler(name: str, config: dict):

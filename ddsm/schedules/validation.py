@@ -15,6 +15,9 @@ from typing import Any, Dict, List, Mapping, Tuple, Union
 
 import numpy as np
 
+from .diffusers_config import check_class_name, check_scheduler_section
+from .errors import FingerprintMismatchWarning, ScheduleError
+
 __all__ = [
     "FORMAT", "VERSION", "Number", "ScheduleError", "FingerprintMismatchWarning", "FrozenDict", "scalar",
     "is_real", "as_tuple", "check_number", "freeze_json", "thaw", "validate_fields", "fields_from_file", "load_json",
@@ -31,14 +34,7 @@ SCHEDULER_KEYS = ("class_name", "config", "num_inference_steps")
 MACS_KEYS = ("per_step", "total", "full", "ratio")
 
 Number = Union[int, float]
-
-
-class ScheduleError(ValueError):
-    """A schedule (or schedule file) is invalid, or does not fit the model or scheduler it is used with."""
-
-
-class FingerprintMismatchWarning(UserWarning):
-    """A schedule was used with a model it was not made for, because the caller overrode the check on purpose."""
+FLOAT_MAX = 1.7976931348623157e308
 
 
 class FrozenDict(dict):
@@ -89,9 +85,11 @@ def check_number(x: Any, name: str) -> Number:
     """``x`` as a Python number; a :class:`ScheduleError` naming ``name`` unless it is a finite int or float."""
     x = scalar(x)
     if not is_real(x):
-        raise ScheduleError(f"{name} = {x!r} must be a number, got {type(x).__name__}")
+        raise ScheduleError(f"{name} = {x!r:.80} must be a number, got {type(x).__name__}")
     if isinstance(x, float) and not math.isfinite(x):
         raise ScheduleError(f"{name} = {x!r} is not finite")
+    if isinstance(x, int) and abs(x) > FLOAT_MAX:  # numpy, torch and float() would fail on it
+        raise ScheduleError(f"{name} = {str(x)[:20]}... ({len(str(abs(x)))} digits) is too large for a float")
     return x
 
 
@@ -141,7 +139,7 @@ def validate_fields(s: Any) -> Dict[str, Any]:
     _config_sha256(s.config_sha256)
     timesteps = _timesteps(s.timesteps)
     fields = {"width_choices": choices, "timesteps": timesteps, "widths": _widths(s.widths, timesteps, choices)}
-    fields.update(_scheduler(s.scheduler_class_name, s.scheduler_config, s.num_inference_steps, len(timesteps)))
+    fields.update(_scheduler(s.scheduler_class_name, s.scheduler_config, s.num_inference_steps, timesteps))
     if s.metrics is not None:
         fields["metrics"] = _json_mapping(s.metrics, "metrics", "a mapping or None")
     fields["provenance"] = _json_mapping({} if s.provenance is None else s.provenance, "provenance", "a mapping")
@@ -172,7 +170,9 @@ def _config_sha256(sha: Any) -> None:
 
 
 def _timesteps(value: Any) -> tuple:
-    """Non-empty, finite numbers, all int or all float."""
+    """Non-empty, finite numbers, all int or all float, in sampling order: never increasing. A timestep may repeat
+    (Heun, KDPM2 and PNDM visit some twice; DPM-Solver rounds two to one) and float32 rounding may raise one by a
+    hair (KDPM2-ancestral's 554.99994 before 555.0): increases up to 1e-4 relative are not errors."""
     timesteps = as_tuple(value, "timesteps")
     if not timesteps:
         raise ScheduleError("timesteps is empty: a schedule needs at least one step")
@@ -184,6 +184,11 @@ def _timesteps(value: Any) -> tuple:
             f"timesteps[{i}] = {timesteps[i]!r} is {type(timesteps[i]).__name__} but timesteps[0] = "
             f"{timesteps[0]!r} is {type(timesteps[0]).__name__}: timesteps must be all int (DDPM, DDIM, "
             "DPM-Solver) or all float (Euler), as the scheduler gives them")
+    for i in range(1, len(timesteps)):
+        if timesteps[i] - timesteps[i - 1] > 1e-4 * max(1.0, abs(timesteps[i - 1])):
+            raise ScheduleError(
+                f"timesteps[{i}] = {timesteps[i]!r} > timesteps[{i - 1}] = {timesteps[i - 1]!r}: timesteps are in "
+                "sampling order, noisiest first (never increasing, as scheduler.timesteps)")
     return timesteps
 
 
@@ -195,7 +200,7 @@ def _widths(value: Any, timesteps: tuple, choices: Tuple[float, ...]) -> Tuple[f
     for i, w in enumerate(widths):
         check_number(w, f"widths[{i}]")
         if w != 0 and w not in choices:
-            raise ScheduleError(f"widths[{i}] = {w!r} (timestep {timesteps[i]!r}) is not in model.width_choices "
+            raise ScheduleError(f"widths[{i}] = {w!r:.40} (timestep {timesteps[i]!r}) is not in model.width_choices "
                                 f"{list(choices)} and is not 0 (skip)")
     if widths[0] == 0:
         raise ScheduleError(f"widths[0] = {widths[0]!r} is a skip at step 0 (timestep {timesteps[0]!r}): the "
@@ -203,25 +208,27 @@ def _widths(value: Any, timesteps: tuple, choices: Tuple[float, ...]) -> Tuple[f
     return tuple(float(w) for w in widths)
 
 
-def _scheduler(name: Any, config: Any, steps: Any, num_timesteps: int) -> Dict[str, Any]:
-    """All three scheduler fields or none; the config frozen, the step count an int equal to the length."""
+def _scheduler(name: Any, config: Any, steps: Any, timesteps: tuple) -> Dict[str, Any]:
+    """All three scheduler fields or none; a supported class, a config it takes (see
+    :mod:`~ddsm.schedules.diffusers_config`), frozen; the step count an int equal to the length."""
     if name is None and config is None and steps is None:
         return {}
     if name is None or config is None or steps is None:
         raise ScheduleError(
             "scheduler.class_name, scheduler.config and scheduler.num_inference_steps must be given together "
             f"(got class_name={name!r}, config={'None' if config is None else '{...}'}, "
-            f"num_inference_steps={steps!r})")
-    if not isinstance(name, str) or not name:
-        raise ScheduleError(f"scheduler.class_name = {name!r} must be a non-empty string")
+            f"num_inference_steps={steps!r:.40})")
+    check_class_name(name)
     if not isinstance(config, Mapping):
         raise ScheduleError(f"scheduler.config must be a mapping, got {type(config).__name__}")
     config = freeze_json(config, "scheduler.config")
     steps = scalar(steps)
     if not isinstance(steps, int) or isinstance(steps, bool):
-        raise ScheduleError(f"scheduler.num_inference_steps = {steps!r} must be an int, got {type(steps).__name__}")
-    if steps != num_timesteps:
-        raise ScheduleError(f"scheduler.num_inference_steps = {steps} != len(timesteps) = {num_timesteps}")
+        raise ScheduleError(f"scheduler.num_inference_steps = {steps!r:.80} must be an int, got "
+                            f"{type(steps).__name__}")
+    if steps != len(timesteps):
+        raise ScheduleError(f"scheduler.num_inference_steps = {steps!r:.80} != len(timesteps) = {len(timesteps)}")
+    check_scheduler_section(name, thaw(config), timesteps)
     return {"scheduler_config": config, "num_inference_steps": steps}
 
 
@@ -282,10 +289,10 @@ def fields_from_file(data: Any) -> Dict[str, Any]:
     if unknown:
         raise ScheduleError(f"unknown key(s) {unknown}; a schedule has {list(TOP_KEYS)}")
     if data.get("format") != FORMAT:
-        raise ScheduleError(f"format: expected {FORMAT!r}, got {data.get('format')!r}")
+        raise ScheduleError(f"format: expected {FORMAT!r}, got {data.get('format')!r:.80}")
     version = data.get("version")
     if type(version) is not int or version != VERSION:
-        raise ScheduleError(f"version: expected {VERSION!r}, got {version!r}")
+        raise ScheduleError(f"version: expected {VERSION!r}, got {version!r:.80}")
     missing = [k for k in REQUIRED_TOP_KEYS if k not in data]
     if missing:
         raise ScheduleError(f"missing key(s) {missing}")
@@ -299,7 +306,9 @@ def _section(value: Any, name: str, keys: Tuple[str, ...], expected: str) -> Map
     if not isinstance(value, Mapping):
         raise ScheduleError(f"{name} must be {expected}, got {type(value).__name__}")
     if set(value) != set(keys):
-        raise ScheduleError(f"{name}: expected keys {list(keys)}, got {sorted(value)}")
+        missing, unknown = [k for k in keys if k not in value], sorted(set(value) - set(keys))
+        what = "; ".join([f"{name}.{k} is missing" for k in missing] + [f"{name}.{k} is unknown" for k in unknown])
+        raise ScheduleError(f"{name}: expected keys {list(keys)}, got {sorted(value)} ({what})")
     return value
 
 
@@ -314,13 +323,18 @@ def _scheduler_from_file(scheduler: Any) -> Dict[str, Any]:
 
 
 def load_json(text: Union[str, bytes]) -> Any:
-    """The JSON value of a schedule file's text; invalid JSON and duplicate keys are errors."""
+    """The JSON value of a schedule file's text; invalid JSON, bytes that are not UTF-8 (JSON's encoding; a BOM is
+    skipped) and duplicate keys are errors."""
     try:
+        if isinstance(text, (bytes, bytearray)):
+            text = bytes(text).decode("utf-8-sig")  # strict: json.loads(bytes) would let encoded surrogates through
         return json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except ValueError as e:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
         if isinstance(e, ScheduleError):
             raise
         raise ScheduleError(f"invalid JSON: {e}") from None
+    except RecursionError:
+        raise ScheduleError("invalid JSON: nested too deeply") from None
 
 
 def _no_duplicate_keys(pairs: List[Tuple[str, Any]]) -> dict:
