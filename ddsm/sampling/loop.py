@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from .schedulers import set_timestep_count, step_kwargs
 from ..models import decode_latents
 from ..schedules import Schedule, ScheduleError
+from ..threads import adapt_threads
 
 __all__ = ["SkipPolicy", "SampleResult", "sample", "balanced_labels", "resolve_widths"]
 
@@ -176,6 +177,7 @@ def _sample_batch(model, scheduler, steps, widths, seeds, labels, guidance_scale
     skip_next = torch.zeros(B, dtype=torch.bool, device=device)
     null_label = getattr(model.config, "num_classes", None)
     for k, t in enumerate(scheduler.timesteps):
+        adapt_threads()
         w = widths[k]
         run = torch.zeros(B, dtype=torch.bool, device=device) if w == 0 else ~skip_next
         if k == 0:

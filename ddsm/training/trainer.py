@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..config import ConfigError, ExperimentConfig
 from ..models import encode_latents
+from ..threads import adapt_threads
 from ..utils import PathLike, canonical_config
 from .inputs import (check_data_fits_model, check_resume_config, dataset_for_training, load_autoencoder_for,
                      load_init_model)
@@ -237,6 +238,7 @@ class SlimmableTrainer:
         last: Dict[float, float] = {}
         self.model.train()
         while self.step < tc.max_steps:
+            adapt_threads()
             t0 = time.perf_counter()
             last, grad_norm = self._optimizer_step(batches, window)
             seconds = time.perf_counter() - t0
