@@ -264,7 +264,7 @@ class StepSaver:
     # ------------------------------------------------------------------------------------------------ schedules
 
     def schedule_for(self, condition: Any, schedule, scheduler_name: str, scheduler_config: Mapping[str, Any]):
-        """``schedule`` (a :class:`ddsm.schedule.Schedule`) remapped by nearest timestep onto the recommended step
+        """``schedule`` (a :class:`ddsm.schedules.Schedule`) remapped by nearest timestep onto the recommended step
         count of ``condition`` with the given scheduler (:func:`remap_to_steps`)."""
         return remap_to_steps(schedule, self.recommend_steps(condition), scheduler_name, scheduler_config)
 
@@ -370,7 +370,7 @@ def _json_default(x: Any) -> Any:
 
 def remap_to_steps(schedule, num_steps: int, scheduler_name: str, scheduler_config: Mapping[str, Any]):
     """``schedule`` moved onto ``num_steps`` steps of the named scheduler, by nearest timestep
-    (:meth:`ddsm.schedule.Schedule.remap`)."""
+    (:meth:`ddsm.schedules.Schedule.remap`)."""
     from ..sampling import build_scheduler
 
     scheduler = build_scheduler(scheduler_name, dict(scheduler_config))

@@ -55,7 +55,7 @@ def sample_per_condition(model, scheduler_name: str, scheduler_config: Mapping[s
     Images sharing a step count run together in one :func:`ddsm.sampling.sample` call; they come back in seed
     order and, since each image depends only on its seed and label, equal what sampling them one by one gives.
     Each count runs ``width`` at every step (default: full), or, with ``schedule`` (a
-    :class:`~ddsm.schedule.Schedule`), that width schedule remapped onto the count by nearest timestep.
+    :class:`~ddsm.schedules.Schedule`), that width schedule remapped onto the count by nearest timestep.
     ``accelerator`` is passed on to :func:`ddsm.sampling.sample` (seeds split across processes, mixed precision).
     """
     from ..models import macs_table as count_table

@@ -214,9 +214,9 @@ def sample(model, scheduler, schedule: Union[Schedule, float, Sequence[float]] =
     """Sample one image per seed with a step-aware width schedule.
 
     Args:
-        model: A :class:`~ddsm.unet.SlimmableUNet` (in eval mode).
+        model: A :class:`~ddsm.models.SlimmableUNet` (in eval mode).
         scheduler: A diffusers scheduler, one of :data:`~ddsm.sampling.SCHEDULERS`; its timesteps are set here.
-        schedule: A :class:`~ddsm.schedule.Schedule`, one width for every step, or a list of widths (one per entry
+        schedule: A :class:`~ddsm.schedules.Schedule`, one width for every step, or a list of widths (one per entry
             of ``scheduler.timesteps``: one per model call, so ``2n - 1`` for Heun's ``n`` steps).
         seeds: One seed per image (image ``i`` depends only on ``seeds[i]`` and its label).
         num_inference_steps: ``set_timesteps`` argument when ``schedule`` is a single width (default 50) or a list
@@ -232,7 +232,7 @@ def sample(model, scheduler, schedule: Union[Schedule, float, Sequence[float]] =
             ``autocast()`` (mixed precision), the scheduler in the model's dtype. The model (and autoencoder) must
             already be on its device.
         progress: Show a progress bar of denoising steps.
-        macs_table: MACs per width (default: :func:`ddsm.macs.macs_table` of the model, cached).
+        macs_table: MACs per width (default: :func:`ddsm.models.macs_table` of the model, cached).
     """
     from ..models import macs_table as count_table
 

@@ -24,9 +24,9 @@ SCHEDULE_FILE = "schedule.json"
 
 
 class DDSMPipeline(DiffusionPipeline):
-    """Step-aware sampling in three lines. Components: ``unet`` (:class:`~ddsm.unet.SlimmableUNet`), ``scheduler``
+    """Step-aware sampling in three lines. Components: ``unet`` (:class:`~ddsm.models.SlimmableUNet`), ``scheduler``
     (any diffusers scheduler), ``vae`` (``AutoencoderKL`` or ``VQModel`` for latent models, else None); plus
-    ``schedule`` (a :class:`~ddsm.schedule.Schedule` saved as ``schedule.json``; None means full width at every
+    ``schedule`` (a :class:`~ddsm.schedules.Schedule` saved as ``schedule.json``; None means full width at every
     step)."""
 
     model_cpu_offload_seq = "unet->vae"

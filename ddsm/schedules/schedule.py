@@ -360,7 +360,7 @@ class Schedule:
 
     def with_macs(self, table: Mapping[Any, Number]) -> "Schedule":
         """A copy with ``macs`` filled from a per-width table of MACs for one forward of one sample
-        (:func:`ddsm.macs.macs_table`; keys may be floats or, as read from JSON, numeric strings):
+        (:func:`ddsm.models.macs_table`; keys may be floats or, as read from JSON, numeric strings):
         ``per_step`` (0 for a skip), ``total`` (their sum), ``full`` (the largest width at every step) and
         ``ratio = total / full``."""
         costs: Dict[float, Number] = {}
