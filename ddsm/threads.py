@@ -63,7 +63,8 @@ class ThreadGovernor:
         return time.monotonic(), _busy_seconds(), time.process_time()
 
     def threads_for(self, others: float) -> int:
-        """Threads to use when other processes keep ``others`` cores busy."""
+        """Threads to use when other processes keep ``others`` cores busy. Rounded, not thresholded higher: while our
+        threads spin, a busy neighbour gets only about 0.67 of its core, and that must still cost us a thread."""
         return max(1, min(self.max_threads, round(self.cores - others)))
 
     def update(self) -> int:

@@ -16,7 +16,7 @@ def restore_threads():
 def test_threads_follow_the_cores_other_processes_leave(monkeypatch):
     gov = threads.ThreadGovernor(max_threads=2)
     gov.cores = 2
-    assert [gov.threads_for(o) for o in (0.0, 0.3, 0.6, 1.0, 1.7, 5.0)] == [2, 2, 1, 1, 1, 1]
+    assert [gov.threads_for(o) for o in (0.0, 0.3, 0.67, 1.0, 1.7, 5.0)] == [2, 2, 1, 1, 1, 1]
     gov.max_threads = 1
     assert gov.threads_for(0.0) == 1
 

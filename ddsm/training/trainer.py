@@ -311,10 +311,10 @@ class SlimmableTrainer:
             self.save_grids(step)
 
     def _log(self, window: LossWindow, grad_norm: Optional[torch.Tensor], bar) -> None:
-        """One log record: the window's mean loss terms per width, lr, gradient norm, it/s."""
+        """One log record: the window's mean loss terms per width, lr, gradient norm, it/s, torch's threads."""
         record = {"step": self.step, **window.reduce(self.accelerator), "lr": self.lr_scheduler.get_last_lr()[0],
                   "grad_norm": None if grad_norm is None else float(grad_norm),
-                  "it_per_s": round(window.steps / max(window.seconds, 1e-9), 3)}
+                  "it_per_s": round(window.steps / max(window.seconds, 1e-9), 3), "threads": torch.get_num_threads()}
         window.reset()
         if self.accelerator.is_main_process:
             self.run.append_log(record)
