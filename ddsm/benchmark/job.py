@@ -68,18 +68,13 @@ class BenchmarkJob:
         object.__setattr__(self, "budgets", tuple(sorted(budgets)))
         if self.num_samples < 2:
             raise BenchmarkError(f"--num-samples {self.num_samples}: expected at least 2 (FID needs a covariance)")
-        if self.num_steps < 1:
-            raise BenchmarkError(f"--steps {self.num_steps}: expected a positive int")
-        if self.batch_size < 1:
-            raise BenchmarkError(f"--batch-size {self.batch_size}: expected a positive int")
-        if self.calibration_samples < 1:
-            raise BenchmarkError(f"--calibration-samples {self.calibration_samples}: expected a positive int")
-        if self.stepsaver_samples < 1:
-            raise BenchmarkError(f"--stepsaver-samples {self.stepsaver_samples}: expected a positive int")
-        if self.bisection_iterations < 1:
-            raise BenchmarkError(f"bisection_iterations={self.bisection_iterations}: expected a positive int")
-        if self.skip_max_consecutive < 1:
-            raise BenchmarkError(f"--skip-max {self.skip_max_consecutive}: expected a positive int")
+        for name, value in (("--steps ", self.num_steps), ("--batch-size ", self.batch_size),
+                            ("--calibration-samples ", self.calibration_samples),
+                            ("--stepsaver-samples ", self.stepsaver_samples),
+                            ("bisection_iterations=", self.bisection_iterations),
+                            ("--skip-max ", self.skip_max_consecutive)):
+            if value < 1:
+                raise BenchmarkError(f"{name}{value}: expected a positive int")
         if not self.ddsm_skip_delta >= 0:
             raise BenchmarkError(f"--ddsm-skip-delta {self.ddsm_skip_delta}: expected a number >= 0")
         candidates = tuple(sorted({int(c) for c in self.stepsaver_candidates}))
