@@ -84,6 +84,10 @@ class TrainConfig(Section):
     full_width_steps: int = setting(0, ge=0)  # the first steps train the largest width alone (a dense warm-up)
     distill_weight: float = setting(0.0, ge=0)  # in-place distillation: weight of the MSE to the full width's output
     distill_only: bool = False        # small widths learn only from the full width (no ground-truth loss)
+    teacher_weight: float = setting(0.0, ge=0)  # every width also regresses a frozen dense teacher (--init-from's
+    #   model, else the warm-up's average at the end of full_width_steps); 0: off
+    timestep_bias: float = setting(0.0, ge=0, le=1)  # tilt the narrow widths' loss toward high-noise timesteps
+    #   (smallest width: weight 1 - b at t = 0 rising to 1 + b at t = T - 1; the largest stays uniform)
     label_dropout: float = setting(0.1, ge=0, lt=1)  # class-conditional models: share of labels made the null class
     seed: int = 0
     checkpoint_every: int = setting(500, gt=0)

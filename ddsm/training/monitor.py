@@ -18,7 +18,7 @@ class LossWindow:
     """Sums of the per-width loss terms since the last log record (and the steps and training seconds they took),
     averaged over micro-batches and processes when logged."""
 
-    KEYS = ("loss", "mse", "distill")
+    KEYS = ("loss", "mse", "distill", "teacher")
 
     def __init__(self, widths: Sequence[float], device):
         self.widths = list(widths)

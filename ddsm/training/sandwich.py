@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.training_utils import EMAModel
 
-__all__ = ["sandwich_widths", "sandwich_losses", "ExponentialMovingAverage"]
+__all__ = ["sandwich_widths", "sandwich_losses", "timestep_weights", "ExponentialMovingAverage"]
 
 
 def sandwich_widths(width_choices: Sequence[float], n: int, generator: torch.Generator) -> Tuple[float, ...]:
@@ -34,9 +34,41 @@ def sandwich_widths(width_choices: Sequence[float], n: int, generator: torch.Gen
     return (widths[0], *sorted((middle[i] for i in picked), reverse=True), widths[-1])
 
 
+def timestep_weights(width: float, width_choices: Sequence[float], timesteps: torch.Tensor, bias: float,
+                     num_train_timesteps: int) -> Optional[torch.Tensor]:
+    """Per-sample loss weights that tilt a narrow width's training toward high-noise timesteps.
+
+    ``1 + b_w (2 t / (T - 1) - 1)`` with ``b_w = bias (w_max - w) / (w_max - w_min)``: the largest width keeps
+    uniform weights, the smallest gets weights rising linearly from ``1 - bias`` at ``t = 0`` to ``1 + bias`` at
+    ``t = T - 1``. Their mean under uniform timesteps is 1, so the loss scale is unchanged; every timestep keeps a
+    weight >= ``1 - bias``, so no width forgets the low-noise end entirely (a schedule may still put it there).
+    Returns None (plain mean) when the width gets no tilt.
+
+    Why: a step-aware schedule runs the narrow widths where the network's job is coarse (DDSM's CIFAR-10 schedule:
+    width 0.5 at the high-noise start, 1.0 for t < ~266), so their few parameters are best spent there.
+    """
+    if not 0.0 <= bias <= 1.0:
+        raise ValueError(f"timestep bias {bias}: expected a float in [0, 1]")
+    w_max, w_min = max(width_choices), min(width_choices)
+    if bias == 0.0 or w_max == w_min or width >= w_max:
+        return None
+    b = bias * (w_max - float(width)) / (w_max - w_min)
+    return 1.0 + b * (2.0 * timesteps.float() / max(num_train_timesteps - 1, 1) - 1.0)
+
+
+def _mse(pred: torch.Tensor, target: torch.Tensor, weights: Optional[torch.Tensor]) -> torch.Tensor:
+    """Mean squared error; with per-sample ``weights`` (B,), the weighted mean of the per-sample errors."""
+    if weights is None:
+        return F.mse_loss(pred.float(), target.float())
+    per_sample = (pred.float() - target.float()).pow(2).flatten(1).mean(1)
+    return (weights.to(per_sample) * per_sample).mean()
+
+
 def sandwich_losses(model, widths: Sequence[float], noisy: torch.Tensor, timesteps: torch.Tensor,
                     target: torch.Tensor, class_labels: Optional[torch.Tensor] = None, *,
                     distill_weight: float = 0.0, distill_only: bool = False,
+                    teacher: Optional[torch.Tensor] = None, teacher_weight: float = 0.0,
+                    sample_weights: Optional[Mapping[float, torch.Tensor]] = None,
                     backward: Optional[Callable[[torch.Tensor], None]] = None,
                     no_sync: Optional[Callable[[], ContextManager]] = None) -> Dict[float, Dict[str, torch.Tensor]]:
     """Run every width of one sandwich on the same noisy batch; back-propagate each width's loss right away.
@@ -44,6 +76,11 @@ def sandwich_losses(model, widths: Sequence[float], noisy: torch.Tensor, timeste
     Each width runs forward and backward before the next starts, so only one width's activations are alive at a
     time; the gradients add up in ``.grad``. Under DDP, every width but the last runs inside ``no_sync()``, so the
     summed gradient is all-reduced once.
+
+    A width's objective: ``mse`` to the ground truth (dropped for the narrower widths with ``distill_only``)
+    ``+ distill_weight * distill`` (narrower widths: the largest width's detached prediction, in-place
+    distillation as in US-Nets / once-for-all) ``+ teacher_weight * teacher`` (every width: a frozen dense model's
+    prediction, knowledge distillation from the model the supernet was made from).
 
     Args:
         model: the supernet (possibly wrapped by DDP), called as ``model(x, t, class_labels=..., width=w)``.
@@ -53,34 +90,45 @@ def sandwich_losses(model, widths: Sequence[float], noisy: torch.Tensor, timeste
         class_labels: (B,) or None.
         distill_weight: weight of ``MSE(pred_w, pred_largest.detach())`` for the narrower widths (0: off).
         distill_only: the narrower widths learn only from the largest width (no ground-truth term).
+        teacher: a frozen model's prediction on the same batch (B, C, H, W), or None.
+        teacher_weight: weight of ``MSE(pred_w, teacher)`` for every width (0 or ``teacher=None``: off).
+        sample_weights: ``{width: (B,) weights}`` of every term of that width (:func:`timestep_weights`); widths
+            not in it take the plain mean.
         backward: called with each width's loss (e.g. ``accelerator.backward``); None: no backward (evaluation).
         no_sync: a context factory (e.g. ``lambda: accelerator.no_sync(model)``) for all widths but the last.
 
     Returns:
-        ``{width: {"loss": ..., "mse": ..., "distill": ...}}``, detached float32 scalars: ``loss`` is the objective
-        that was back-propagated, ``mse`` the error to the ground-truth target, ``distill`` the error to the largest
-        width's prediction (narrower widths with ``distill_weight > 0`` only).
+        ``{width: {"loss": ..., "mse": ..., "distill": ..., "teacher": ...}}``, detached float32 scalars: ``loss``
+        is the objective that was back-propagated, ``mse`` the plain (unweighted) error to the ground-truth target,
+        ``distill`` and ``teacher`` the errors to the two distillation targets (where they are used).
     """
     widths = [float(w) for w in widths]
     if widths != sorted(widths, reverse=True):
         raise ValueError(f"sandwich_losses: widths {widths} must be in decreasing order (the largest first)")
+    if teacher is not None and teacher.shape != target.shape:
+        raise ValueError(f"sandwich_losses: teacher prediction of shape {tuple(teacher.shape)}, expected the "
+                         f"target's {tuple(target.shape)}")
+    use_teacher = teacher is not None and teacher_weight > 0
     out: Dict[float, Dict[str, torch.Tensor]] = {}
-    teacher = None
+    largest = None
     for i, w in enumerate(widths):
         last = i == len(widths) - 1
+        weights = (sample_weights or {}).get(w)
         with (no_sync() if no_sync is not None and not last else contextlib.nullcontext()):
             pred = model(noisy, timesteps, class_labels=class_labels, width=w).sample       # (B, C, H, W)
             mse = F.mse_loss(pred.float(), target.float())
             terms = {"mse": mse.detach()}
+            loss = _mse(pred, target, weights) if weights is not None else mse
             if i == 0:
-                loss = mse
-                teacher = pred.detach().float()
+                largest = pred.detach().float()
             elif distill_weight > 0:
-                distill = F.mse_loss(pred.float(), teacher)
-                loss = distill_weight * distill + (0.0 if distill_only else mse)
+                distill = _mse(pred, largest, weights)
+                loss = distill_weight * distill + (0.0 if distill_only else loss)
                 terms["distill"] = distill.detach()
-            else:
-                loss = mse
+            if use_teacher:
+                from_teacher = _mse(pred, teacher, weights)
+                loss = loss + teacher_weight * from_teacher
+                terms["teacher"] = from_teacher.detach()
             if backward is not None:
                 backward(loss)
         out[w] = {"loss": loss.detach(), **terms}

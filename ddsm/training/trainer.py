@@ -38,7 +38,8 @@ from .inputs import (check_data_fits_model, check_resume_config, dataset_for_tra
 from .monitor import LossWindow, grid_nrow, loss_key, macs_table_or_zeros, sample_grid_images
 from .run import (RunDirectory, ShardedBatchSampler, StepCounter, TrainingDiverged, make_accelerator,
                   save_pretrained_atomically, step_generator, step_seed, warmup_lambda, with_max_steps)
-from .sandwich import ExponentialMovingAverage, sandwich_losses, sandwich_widths
+from .sandwich import ExponentialMovingAverage, sandwich_losses, sandwich_widths, timestep_weights
+from .teacher import freeze_teacher, load_teacher, save_teacher, teacher_prediction
 
 __all__ = ["SlimmableTrainer", "TrainResult", "train_slimmable"]
 
@@ -90,6 +91,10 @@ class SlimmableTrainer:
             raise ConfigError(f"the accelerator accumulates {self.accelerator.gradient_accumulation_steps} "
                               f"micro-batches but train.gradient_accumulation_steps={tc.gradient_accumulation_steps}")
         model = self._build_model(config, init_from)
+        if tc.teacher_weight > 0 and init_from is None and not tc.full_width_steps:
+            raise ConfigError(f"train.teacher_weight={tc.teacher_weight} needs a teacher: --init-from DENSE_DIR (that "
+                              "model is the teacher) or train.full_width_steps > 0 (the warm-up's average is)")
+        self.teacher = freeze_teacher(model) if tc.teacher_weight > 0 and init_from is not None else None
         self.dataset = dataset if dataset is not None else dataset_for_training(self.config, self.autoencoder)
         check_data_fits_model(self.dataset, model, self.autoencoder)
         self.conditional = bool(model.config.num_classes)
@@ -105,6 +110,9 @@ class SlimmableTrainer:
         if self.resumed_from is not None:
             self.accelerator.load_state(str(self.resumed_from))
         self._ema_model, self._macs = None, None
+        if tc.teacher_weight > 0:
+            saved = load_teacher(self.run.root, self.accelerator.device)
+            self.teacher = saved if saved is not None else self.teacher
 
     # -- set-up helpers -----------------------------------------------------------------------------------------
 
@@ -195,10 +203,27 @@ class SlimmableTrainer:
             target = self.noise_scheduler.get_velocity(x0, noise, t)
         per_step = 1 if k // tc.gradient_accumulation_steps < tc.full_width_steps else tc.sandwich_widths
         widths = sandwich_widths(self.widths, per_step, step_generator(tc.seed, _STREAM_SANDWICH, k))
+        T = self.noise_scheduler.config.num_train_timesteps
+        weights = {w: timestep_weights(w, self.widths, t, tc.timestep_bias, T) for w in widths}
+        teacher = teacher_prediction(self.teacher, noisy, t, class_labels, acc) if self.teacher is not None else None
         torch.manual_seed(step_seed(tc.seed, _STREAM_TORCH, k, acc.process_index))  # dropout inside the model
         return sandwich_losses(self.model, widths, noisy, t, target, class_labels,
-                               distill_weight=tc.distill_weight, distill_only=tc.distill_only,
+                               distill_weight=tc.distill_weight, distill_only=tc.distill_only, teacher=teacher,
+                               teacher_weight=tc.teacher_weight,
+                               sample_weights={w: v for w, v in weights.items() if v is not None},
                                backward=acc.backward, no_sync=lambda: acc.no_sync(self.model))
+
+    def _keep_teacher(self) -> None:
+        """Freeze the teacher once (``train.teacher_weight``): the ``--init-from`` model at the first step, else
+        the warm-up's moving average when the sandwich starts; written to ``RUN/teacher`` on the main process."""
+        tc, acc, run = self.config.train, self.accelerator, self.run
+        if tc.teacher_weight <= 0 or (self.teacher is None and self.step < tc.full_width_steps):
+            return
+        if self.teacher is None:
+            self.teacher = freeze_teacher(self.ema_model(), acc.device)
+        if acc.is_main_process and load_teacher(run.root) is None:
+            save_teacher(self.teacher, run.root)
+        acc.wait_for_everyone()
 
     def _check_finite(self, step_loss: torch.Tensor, grad_norm: Optional[torch.Tensor],
                       per_width: Dict[float, float]) -> None:
@@ -239,6 +264,7 @@ class SlimmableTrainer:
         self.model.train()
         while self.step < tc.max_steps:
             adapt_threads()
+            self._keep_teacher()
             t0 = time.perf_counter()
             last, grad_norm = self._optimizer_step(batches, window)
             seconds = time.perf_counter() - t0
