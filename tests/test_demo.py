@@ -85,3 +85,35 @@ def test_widths_cli_scores_every_width_against_the_full_one(tmp_path, fast_domai
     assert "| width 0.25" in capsys.readouterr().out
     assert main(args + ["--fewer-steps", "6"]) == 2                             # not fewer than the 6 steps
     assert "expected step counts in 1..5" in capsys.readouterr().err
+
+
+def test_widths_cli_puts_separately_trained_dense_models_beside_the_widths(tmp_path, fast_domain_features, capsys,
+                                                                           one_thread):
+    from ddsm.config import load_config
+
+    config = _config(tmp_path / "demo.yaml")
+    raw = yaml.safe_load(config.read_text())
+    torch.manual_seed(0)
+    load_config(config).build_model().save_pretrained(tmp_path / "run/model")
+    small = dict(raw["model"], block_out_channels=[4, 8], norm_num_groups=2, width_choices=[1.0])
+    load_config(config).__class__.from_dict(dict(raw, model=small)).build_model().save_pretrained(tmp_path / "d")
+    other = dict(small, num_classes=None)
+    load_config(config).__class__.from_dict(dict(raw, model=other)).build_model().save_pretrained(tmp_path / "u")
+    main = _main("widths")
+    out = tmp_path / "widths.json"
+    args = ["--model", str(tmp_path / "run/model"), "--config", str(config), "--num-samples", "6", "--no-progress",
+            "--fewer-steps", "3"]
+    assert main(args + ["--dense", f"0.5={tmp_path / 'd'}", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    dense = rows[-1]
+    assert dense["label"] == "dense 0.5 shape (separate)" and dense["width"] == 0.5 and dense["steps"] == 6
+    assert 0 < dense["macs_ratio"] < 1 and dense["domain_fid"] > 0 and dense["ssim"] < 1
+    assert "| dense 0.5 shape (separate)" in capsys.readouterr().out
+    for bad in ("0.5", "half=x"):                                              # argparse: exit 2
+        with pytest.raises(SystemExit, match="2"):
+            main(args + ["--dense", bad])
+        assert "expected WIDTH=DIR" in capsys.readouterr().err
+    for bad, why in [(f"0.75={tmp_path / 'd'}", "0.75 is not one of the supernet's widths"),
+                     (f"0.5={tmp_path / 'u'}", "num_classes=None, the supernet's is 10")]:
+        assert main(args + ["--dense", bad]) == 2
+        assert why in capsys.readouterr().err
