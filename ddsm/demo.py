@@ -85,6 +85,7 @@ def run_demo(s: DemoSettings) -> Path:
                         scheduler=smp.scheduler, num_steps=smp.num_inference_steps, allow_skip=sc.allow_skip,
                         segments=sc.segments, population=sc.population, generations=sc.generations,
                         num_samples=sc.num_samples, final_samples=sc.final_samples, top_k=sc.top_k,
+                        halving_eta=sc.halving_eta,
                         crossover_prob=sc.crossover_prob, mutation_prob=sc.mutation_prob,
                         mutation_gene_prob=sc.mutation_gene_prob, seed=sc.seed, dataset=cfg.data.name,
                         data_root=cfg.data.root, guidance_scale=smp.guidance_scale, batch_size=smp.batch_size,

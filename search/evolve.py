@@ -37,7 +37,11 @@ def main(argv=None) -> int:
     p.add_argument("--generations", type=int, help="number of generations")
     p.add_argument("--num-samples", type=int, help="images per candidate evaluation (same seeds for all)")
     p.add_argument("--final-samples", type=int, help="images for re-evaluating the top candidates")
-    p.add_argument("--top-k", type=int, help="candidates re-evaluated on --final-samples")
+    p.add_argument("--top-k", type=int, help="candidates re-evaluated on --final-samples (with --halving-eta: "
+                   "the candidates of the first rung)")
+    p.add_argument("--halving-eta", type=int, help="successive halving for the final choice: the top k on "
+                   "--num-samples, the best 1/ETA of them on N*ETA, ... the last on --final-samples (1: off, the top "
+                   "k straight on --final-samples; default: the config's search.halving_eta)")
     p.add_argument("--crossover-prob", type=float, help="probability of crossover per pair of children")
     p.add_argument("--mutation-prob", type=float, help="probability of mutating a child")
     p.add_argument("--mutation-gene-prob", type=float, help="probability of mutating each gene of a mutated child")
@@ -70,6 +74,7 @@ def main(argv=None) -> int:
             segments=pick(args.segments, s.segments), population=pick(args.population, s.population),
             generations=pick(args.generations, s.generations), num_samples=pick(args.num_samples, s.num_samples),
             final_samples=pick(args.final_samples, s.final_samples), top_k=pick(args.top_k, s.top_k),
+            halving_eta=pick(args.halving_eta, s.halving_eta),
             crossover_prob=pick(args.crossover_prob, s.crossover_prob),
             mutation_prob=pick(args.mutation_prob, s.mutation_prob),
             mutation_gene_prob=pick(args.mutation_gene_prob, s.mutation_gene_prob), seed=pick(args.seed, s.seed),
@@ -89,7 +94,11 @@ def main(argv=None) -> int:
     best = summary["best"]
     print(f"best schedule: {best['macs_ratio']:.3f} of full MACs, {summary['metric_name']} = {best['quality']:.4f} "
           f"on {best['num_samples']} samples; {summary['evaluations']} evaluations, {summary['unet_forwards']:,} "
-          f"UNet forwards, {summary['search_seconds']:.0f} s -> {job.output}")
+          f"UNet forwards ({summary['unet_forwards'] / summary['ddsm_search_forwards']:.1e} of the DDSM paper's "
+          f"~{summary['ddsm_search_forwards']:.1e}), {summary['search_seconds'] / 60:.1f} min -> {job.output}")
+    if len(summary["rungs"]) > 1:
+        print("successive halving: " + ", ".join(f"{len(r['candidates'])} on {r['num_samples']}"
+                                                 for r in summary["rungs"]))
     return 0
 
 

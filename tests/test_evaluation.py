@@ -28,7 +28,8 @@ def test_teacher_fid_is_zero_for_the_full_model_and_matches_a_hand_computation(t
     ev = _evaluator(tiny_unet, "teacher_fid")
     assert "full-width" in ev.metric_name
     full_score, forwards = ev([1.0] * STEPS, 12)
-    assert abs(full_score) < 1e-6 and forwards == 12 * STEPS
+    # the first call also samples the full model's reference images, and says so in its forwards
+    assert abs(full_score) < 1e-6 and forwards == 2 * 12 * STEPS and ev.reference_forwards == 12 * STEPS
     narrow = [1.0, 0.25, 0.25, 0.25]
     score, _ = ev(narrow, 12)
     images = ev.run(narrow, 12).images
@@ -43,6 +44,20 @@ def test_fidelity_metric_is_one_minus_ssim_to_full(tiny_unet):
     score, _ = ev(narrow, 6)
     want = 1 - fidelity_summary(ev.run(narrow, 6).images, ev.full_images(6))["ssim"]
     assert score == pytest.approx(want) and 0 < score < 1
+
+
+def test_full_images_grow_by_the_missing_seeds_only_and_siblings_share_them(tiny_unet):
+    ev = _evaluator(tiny_unet, "fidelity")
+    _, first = ev([0.5] * STEPS, 4)
+    assert first == 2 * 4 * STEPS  # candidate + the full model's 4 reference images
+    _, second = ev([0.5] * STEPS, 10)
+    assert second == 10 * STEPS + 6 * STEPS  # only seeds 4..9 of the reference are new
+    one_shot = ev.run([1.0] * STEPS, 10).images
+    assert torch.allclose(ev.full_images(10), one_shot, atol=1e-5)
+    teacher = ev.sibling("teacher_fid", _evaluator(tiny_unet, "teacher_fid").features)
+    score, forwards = teacher([0.5] * STEPS, 10)
+    assert forwards == 10 * STEPS and ev.reference_forwards == 10 * STEPS  # the reference came from ``ev``
+    assert score > 0
 
 
 def test_unknown_metric_and_missing_features_are_clear_errors(tiny_unet):

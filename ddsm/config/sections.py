@@ -159,7 +159,8 @@ class SearchConfig(Section):
     generations: int = setting(12, ge=0)
     num_samples: int = setting(256, gt=0)     # images per candidate (common seeds)
     final_samples: int = setting(1024, gt=0)  # images for re-evaluating the top candidates
-    top_k: int = setting(4, gt=0)
+    top_k: int = setting(4, gt=0)             # candidates of the final choice (its first rung with halving)
+    halving_eta: int = setting(1, ge=1)       # >= 2: successive halving num_samples -> final_samples; 1: off
     metric: str = setting("domain_fid", choices=_metrics)  # a name from ddsm.evaluation.METRICS
     allow_skip: bool = False
     segments: Optional[int] = setting(None, gt=0)  # group consecutive steps into this many genes

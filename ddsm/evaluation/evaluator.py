@@ -143,6 +143,8 @@ class ScheduleEvaluator:
         self.skip_policy, self.autoencoder, self.accelerator = skip_policy, autoencoder, accelerator
         self._full: Optional[torch.Tensor] = None
         self._full_stats: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
+        self._full_source: Optional["ScheduleEvaluator"] = None
+        self.reference_forwards = 0  # UNet forwards spent on the full model's images (fidelity, teacher_fid)
 
     @property
     def metric_name(self) -> str:
@@ -152,17 +154,36 @@ class ScheduleEvaluator:
             return f"FID to full-width samples ({self.features.name} features)"
         return f"{self.metric} ({self.features.name} features)"
 
-    def run(self, widths: Sequence[float], n: int, skip_policy: Optional[SkipPolicy] = None) -> SampleResult:
+    def sibling(self, metric: str, features: Optional[FeatureSpace] = None) -> "ScheduleEvaluator":
+        """An evaluator of another ``metric`` with this one's sampler, seeds and settings, sharing this one's
+        full-width images (sampled once for both; their forwards are counted here)."""
+        other = ScheduleEvaluator(self.model, self.scheduler_name, self.scheduler_config, self.num_steps, metric,
+                                  features, seed=self.seed, guidance_scale=self.guidance_scale,
+                                  batch_size=self.batch_size, skip_policy=self.skip_policy,
+                                  autoencoder=self.autoencoder, accelerator=self.accelerator)
+        other._full_source = self
+        return other
+
+    def run(self, widths: Sequence[float], n: int, skip_policy: Optional[SkipPolicy] = None,
+            start: int = 0) -> SampleResult:
+        """Sample seeds ``seed + start .. seed + n - 1`` (labels by index, as for the whole range) with ``widths``."""
         scheduler = build_scheduler(self.scheduler_name, self.scheduler_config)
-        return sample(self.model, scheduler, list(widths), seeds=range(self.seed, self.seed + n),
-                      class_labels=balanced_labels(self.model, n), guidance_scale=self.guidance_scale,
+        labels = balanced_labels(self.model, n)
+        return sample(self.model, scheduler, list(widths), seeds=range(self.seed + start, self.seed + n),
+                      class_labels=None if labels is None else labels[start:], guidance_scale=self.guidance_scale,
                       batch_size=self.batch_size, skip_policy=skip_policy, autoencoder=self.autoencoder,
                       accelerator=self.accelerator, progress=False)
 
     def full_images(self, n: int) -> torch.Tensor:
-        """Full-width samples of the first ``n`` seeds (each image depends only on its seed: cache a prefix)."""
-        if self._full is None or len(self._full) < n:
-            self._full = self.run([max(self.model.width_choices)] * self.num_steps, n).images
+        """Full-width samples of the first ``n`` seeds. Each image depends only on its seed and index, so the cache
+        is a prefix that grows by sampling only the seeds it lacks (counted in :attr:`reference_forwards`)."""
+        if self._full_source is not None:
+            return self._full_source.full_images(n)
+        have = 0 if self._full is None else len(self._full)
+        if have < n:
+            more = self.run([max(self.model.width_choices)] * self.num_steps, n, start=have)
+            self.reference_forwards += int(more.computed.sum()) * (2 if self.guidance_scale != 1.0 else 1)
+            self._full = more.images if self._full is None else torch.cat([self._full, more.images])
         return self._full[:n]
 
     def score(self, images: torch.Tensor) -> float:
@@ -179,9 +200,14 @@ class ScheduleEvaluator:
         return self.features.fid(images)
 
     def __call__(self, widths: List[float], n: int) -> Tuple[float, int]:
+        """``(quality, forwards)``: the forwards this call spent, the full model's reference images included when
+        this call had to sample them (fidelity, teacher_fid: once per new seed), so a search's total is honest."""
+        source = self._full_source or self
+        before = source.reference_forwards
         result = self.run(widths, n, self.skip_policy)
         forwards = int(result.computed.sum()) * (2 if self.guidance_scale != 1.0 else 1)
-        return self.score(result.images), forwards
+        quality = self.score(result.images)
+        return quality, forwards + source.reference_forwards - before
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ replaces step 4 by ``selNSGA2`` on (quality, MACs))::
         3. evaluate only children without a valid fitness (a memo of every evaluated genome answers repeats)
         4. P <- best mu of P + children (elitist), hall of fame updated
         5. checkpoint (population, generation, hall of fame, logbook, memo, RNG state), atomically
-    re-evaluate the top k on N_final samples (multi-fidelity) and return the best
+    final choice (multi-fidelity): the top k (nsga2: the front) re-scored on N_final samples; with halving_eta >= 2,
+    successive halving instead: the top k on N, the best 1/eta of them on N*eta, ... the last on N_final (.halving)
 
 Randomness comes from one private ``random.Random`` whose state is checkpointed, so ``resume`` after a kill ends
 with exactly the result of an uninterrupted run. The checkpoint also records the settings and the *objective* (what
@@ -30,7 +31,7 @@ import io
 import json
 import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -38,6 +39,7 @@ from deap import tools
 from tqdm.auto import tqdm
 
 from ..utils import PathLike, atomic_write, atomic_write_json
+from .halving import Candidate, Rung, halving_rungs, successive_halving
 from .space import (Genome, ParetoFitness, QualityFitness, SearchError, SearchSpace, initial_genomes, mutate, repair,
                     tournament_selector, two_point_crossover)
 
@@ -59,6 +61,7 @@ class SearchSettings:
     final_samples: int = 1024
     top_k: int = 4
     seed: int = 0
+    halving_eta: int = 1              # >= 2: successive halving from num_samples to final_samples (see .halving)
 
     def __post_init__(self):
         if self.mode not in ("single", "nsga2"):
@@ -73,18 +76,15 @@ class SearchSettings:
         for name in ("crossover_prob", "mutation_prob", "mutation_gene_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise SearchError(f"{name}={getattr(self, name)}: expected a probability in [0, 1]")
-
-
-@dataclass
-class Candidate:
-    widths: List[float]
-    macs: int
-    quality: float
-    num_samples: int
+        if self.halving_eta != 1 and self.mode != "single":
+            raise SearchError(f"halving_eta={self.halving_eta} works with mode 'single' only (nsga2 re-scores its "
+                              "whole front on final_samples); use halving_eta=1 with nsga2")
+        halving_rungs(self.num_samples, self.final_samples, self.halving_eta)  # raises on a bad eta or N
 
     @property
-    def genome_key(self) -> Tuple[float, ...]:
-        return tuple(self.widths)
+    def rungs(self) -> List[int]:
+        """Sample counts of the final choice's rungs (:func:`~.halving.halving_rungs`)."""
+        return halving_rungs(self.num_samples, self.final_samples, self.halving_eta)
 
 
 @dataclass
@@ -99,6 +99,7 @@ class SearchResult:
     space: SearchSpace
     metric_name: str = ""
     unet_forwards: int = 0            # one sample through one UNet forward = 1
+    rungs: List[Rung] = field(default_factory=list)  # the final choice's rungs (one without halving)
 
 
 Evaluate = Callable[[List[float], int], Tuple[float, int]]
@@ -200,10 +201,10 @@ def evolve(space: SearchSpace, evaluate: Evaluate, settings: SearchSettings, *, 
             on_generation(gen)
     if log_csv and write:
         _write_csv(log_csv, logbook_rows)
-    best, finals = _final_choice(population, space, settings, quality, progress)
+    best, finals, rungs = _final_choice(population, space, settings, quality, counters, progress)
     return SearchResult(best=best, front=finals, logbook=logbook_rows, evaluations=counters["evaluations"],
                         memo_hits=counters["memo_hits"], images_sampled=counters["images"], settings=settings,
-                        space=space, metric_name=metric_name, unet_forwards=counters["forwards"])
+                        space=space, metric_name=metric_name, unet_forwards=counters["forwards"], rungs=rungs)
 
 
 def _restore(ckpt: Path, header: dict, fitness_cls, counters: dict):
@@ -214,7 +215,10 @@ def _restore(ckpt: Path, header: dict, fitness_cls, counters: dict):
     if state.get("version") != CHECKPOINT_VERSION:
         raise SearchError(f"search checkpoint {ckpt} has version {state.get('version')}, this version reads "
                           f"{CHECKPOINT_VERSION} (version 2 records the objective); {fresh}")
-    diff = _mismatches({k: state.get(k) for k in header}, header)
+    stored = json.loads(json.dumps({k: state.get(k) for k in header}))
+    if isinstance(stored.get("settings"), dict):  # made before successive halving existed: it ran without
+        stored["settings"].setdefault("halving_eta", 1)
+    diff = _mismatches(stored, header)
     if diff:
         raise SearchError(f"search checkpoint {ckpt} was made with other settings than this run: {'; '.join(diff)}; "
                           f"{fresh}")
@@ -262,9 +266,11 @@ def _leaves(tree: dict, prefix: str = "") -> dict:
 
 
 def _final_choice(population: List[Genome], space: SearchSpace, settings: SearchSettings,
-                  quality: Callable[[List[float], int], float], progress: bool) -> Tuple[Candidate, List[Candidate]]:
-    """Multi-fidelity: re-evaluate the front / the top k on more samples, choose on those numbers. Returns the best
-    candidate and the re-evaluated front (nsga2: its non-dominated part)."""
+                  quality: Callable[[List[float], int], float], counters: dict,
+                  progress: bool) -> Tuple[Candidate, List[Candidate], List[Rung]]:
+    """Multi-fidelity: re-evaluate the front / the top k on more samples (successive halving when
+    ``halving_eta >= 2``), choose on the largest N. Returns the best candidate, the candidates of the last rung
+    (nsga2: their non-dominated part) and the rungs."""
     if settings.mode == "single":
         ranked = sorted(_unique(population), key=lambda i: (i.fitness.values[0], space.cost(i)))
         shortlist = ranked[: settings.top_k]
@@ -272,15 +278,14 @@ def _final_choice(population: List[Genome], space: SearchSpace, settings: Search
         front = tools.ParetoFront()
         front.update(_unique(population))
         shortlist = list(front)
-    finals = [Candidate(space.widths(i), space.cost(i), quality(space.widths(i), settings.final_samples),
-                        settings.final_samples) for i in tqdm(shortlist, desc="final re-evaluation",
-                                                               disable=not progress, leave=False)]
-    finals.sort(key=lambda c: (c.quality, c.macs))
+    rungs = successive_halving([(space.widths(i), space.cost(i)) for i in shortlist], quality, settings.rungs,
+                               settings.halving_eta, counters=counters, progress=progress)
+    finals = list(rungs[-1].candidates)  # sorted by (quality, MACs)
     best = finals[0]
     if settings.mode == "nsga2":
         finals = _pareto(finals)
         best = min(finals, key=lambda c: (c.quality, c.macs))
-    return best, finals
+    return best, finals, rungs
 
 
 def _unique(population: List[Genome]) -> List[Genome]:

@@ -3,7 +3,9 @@
 Outputs in the output directory (``schedule.json``'s folder):
 
     schedule.json   the best schedule (ddsm-schedule format, MACs, metrics and provenance filled)
-    pareto.json     every final candidate and the baselines (quality vs MACs)
+    pareto.json     every final candidate and the baselines (quality vs MACs), the rungs of the final choice
+                    (successive halving: who was scored on which N) and the UNet forwards spent (the full model's
+                    reference images of fidelity / teacher_fid included)
     pareto.png      the same as a plot, with the uniform-width and fewer-steps baselines
     schedule.png    width per step of the best schedule
     log.csv         one row per generation
@@ -30,7 +32,11 @@ from ..images import new_figure, save_figure
 from ..runtime import model_device
 from ..utils import atomic_write_json
 
-__all__ = ["SearchJob", "run_search", "plot_pareto", "plot_schedule"]
+__all__ = ["SearchJob", "run_search", "plot_pareto", "plot_schedule", "metric_features", "DDSM_SEARCH_FORWARDS"]
+
+DDSM_SEARCH_FORWARDS = 500 * 4096 * 1000
+"""UNet forwards of the DDSM paper's search (Wang et al., ICLR 2024): about 500 candidates x 4,096 images x 1,000
+DDPM steps, ~2.0e9; printed beside a search's own count."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class SearchJob:
     num_samples: int = 256
     final_samples: int = 1024
     top_k: int = 4
+    halving_eta: int = 1               # >= 2: successive halving from num_samples to final_samples
     crossover_prob: float = 0.7
     mutation_prob: float = 0.3
     mutation_gene_prob: float = 0.1
@@ -87,21 +94,14 @@ def run_search(model, job: SearchJob, scheduler_config: dict, accelerator=None, 
                               generations=job.generations, crossover_prob=job.crossover_prob,
                               mutation_prob=job.mutation_prob, mutation_gene_prob=job.mutation_gene_prob,
                               num_samples=job.num_samples, final_samples=job.final_samples, top_k=job.top_k,
-                              seed=job.seed)
+                              seed=job.seed, halving_eta=job.halving_eta)
     cheapest = space.cost(space.cheapest())
     if budget < cheapest:
         raise SearchError(f"budget {budget} MACs ({budget / space.full_cost:.3f} of full) is below the cheapest "
                           f"schedule, {cheapest} MACs ({cheapest / space.full_cost:.3f} of full)")
 
-    features = None
-    if job.metric != "fidelity":
-        channels = model.config.out_channels if autoencoder is None else autoencoder.config.out_channels
-        res = model.config.sample_size * (1 if autoencoder is None else
-                                          2 ** (len(autoencoder.config.block_out_channels) - 1))
-        make = FeatureSpace.inception if job.metric == "inception_fid" else FeatureSpace.domain
-        features = make(job.dataset, res, channels, progress=progress and is_main, root=job.data_root,
-                        device=model_device(model))
-        features.reference  # compute (or load) before the clock starts
+    features = metric_features(job.metric, model, job.dataset, autoencoder=autoencoder, root=job.data_root,
+                               progress=progress and is_main)
     evaluator = ScheduleEvaluator(model, job.scheduler, scheduler_config, job.num_steps, job.metric, features,
                                   seed=job.sample_seed, guidance_scale=job.guidance_scale,
                                   batch_size=job.batch_size, autoencoder=autoencoder, accelerator=accelerator)
@@ -127,13 +127,34 @@ def run_search(model, job: SearchJob, scheduler_config: dict, accelerator=None, 
             budget=job.budget if job.budget_macs is None else None, budget_macs=budget, seed=job.seed,
             generations=job.generations, population=job.population, mode=job.mode, metric=job.metric,
             evaluations=result.evaluations, memo_hits=result.memo_hits, unet_forwards=result.unet_forwards,
-            seconds=seconds))
+            seconds=seconds, halving_eta=job.halving_eta, rungs=[r.num_samples for r in result.rungs]))
         schedule = schedule.with_macs(table).with_metrics(metrics).with_provenance(provenance)
         schedule.save(out)
         atomic_write_json(folder / "pareto.json", summary)
         plot_pareto(summary, folder / "pareto.png")
         plot_schedule(schedule, folder / "schedule.png")
     return summary
+
+
+def metric_features(metric: str, model, dataset: str, autoencoder=None, root: Optional[str] = None,
+                    progress: bool = True, **inception_kw) -> Optional[FeatureSpace]:
+    """The feature space ``metric`` scores in (None for ``fidelity``), at the resolution and channels of the model's
+    images (decoded ones for a latent model), on the model's device, its reference statistics computed or loaded
+    now (before any clock starts). ``inception_kw`` go to :meth:`FeatureSpace.inception` (weights,
+    reference_samples)."""
+    if metric == "fidelity":
+        return None
+    channels = model.config.out_channels if autoencoder is None else autoencoder.config.out_channels
+    res = model.config.sample_size * (1 if autoencoder is None else
+                                      2 ** (len(autoencoder.config.block_out_channels) - 1))
+    if metric == "inception_fid":
+        features = FeatureSpace.inception(dataset, res, channels, progress=progress, root=root,
+                                          device=model_device(model), **inception_kw)
+    else:
+        features = FeatureSpace.domain(dataset, res, channels, progress=progress, root=root,
+                                       device=model_device(model))
+    features.reference  # compute (or load) now
+    return features
 
 
 def _baselines(space: SearchSpace, evaluator: ScheduleEvaluator, settings: SearchSettings, progress: bool):
@@ -169,6 +190,7 @@ def _summary(result: SearchResult, baselines, seconds, job: SearchJob, evaluator
                 best=cand(result.best), front=[cand(c) for c in result.front], baselines=baselines,
                 search_seconds=seconds, evaluations=result.evaluations, memo_hits=result.memo_hits,
                 images_sampled=result.images_sampled, unet_forwards=result.unet_forwards,
+                rungs=[r.to_dict(full) for r in result.rungs], ddsm_search_forwards=DDSM_SEARCH_FORWARDS,
                 settings=asdict(result.settings), scheduler=job.scheduler, num_steps=job.num_steps)
 
 
