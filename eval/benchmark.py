@@ -10,7 +10,8 @@ At each budget (a fraction of the full model's UNet MACs), every method samples 
 process: the full model (once), the widest uniform width that fits, fewer full-width steps (floor(budget x N)),
 T-Stitch ramps (the supernet's smallest width first, and with --small-dense a separately trained small model
 first), AdaptiveDiffusion skipping with delta bisected on calibration seeds to meet the budget, StepSaver per-class
-step counts (fit on calibration seeds), the searched schedule, and the searched schedule with skipping added.
+step counts (fit on calibration seeds), the searched schedule (and, when given beside it, one searched without
+skips: the "DDSM widths only" row), and the searched schedule with skipping added.
 Each is measured by MACs actually spent, Inception FID (slow on a CPU: ~6 images/s, so --inception-samples),
 domain FID, PSNR/SSIM to the full model (same seeds) and wall-clock speed-up over the full model.
 
@@ -29,7 +30,9 @@ def main(argv=None) -> int:
     p.add_argument("--model", required=True, help="SlimmableUNet directory (the model/ folder of a training run)")
     p.add_argument("--schedule", help="the searched schedule JSON (search/evolve.py output); it stands for the "
                    "budget in its provenance (or the smallest --budgets value at or above its MACs ratio)")
-    p.add_argument("--schedules-dir", help="a folder searched recursively for schedule JSON files, one per budget")
+    p.add_argument("--schedules-dir", help="a folder searched recursively for schedule JSON files, one per budget; "
+                   "or two, one searched without skips (provenance search.allow_skip false: the 'DDSM widths only' "
+                   "row) and one with them")
     p.add_argument("--budgets", type=float, nargs="+", default=[0.3, 0.5, 0.7],
                    help="MACs budgets as fractions of the full model, each in (0, 1] (default 0.3 0.5 0.7)")
     p.add_argument("--num-samples", type=int, default=256, help="evaluation images per method (default 256)")

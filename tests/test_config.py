@@ -191,6 +191,8 @@ def test_cli_with_a_bad_config_prints_one_line_and_no_traceback(model_dir, tmp_p
     ("eval/evaluate.py", ["--schedule", "schedule.json"]),
     ("eval/widths.py", []),
     ("eval/benchmark.py", []),
+    ("eval/frontier.py", []),
+    ("eval/proxy_check.py", []),
 ])
 def test_clis_never_guess_a_missing_config(model_dir, capsys, script, extra):
     assert _script(script).main(["--model", str(model_dir), *extra]) == 2

@@ -20,7 +20,7 @@ from ddsm.runtime import make_accelerator, model_device, runtime_record
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIS = {"eval/sample.py": [], "eval/evaluate.py": ["--schedule", "s.json"], "search/evolve.py": [],
-        "eval/benchmark.py": [], "eval/widths.py": []}
+        "eval/benchmark.py": [], "eval/widths.py": [], "eval/proxy_check.py": [], "eval/frontier.py": []}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -20,9 +20,10 @@ METHODS = {
     "adaptive": "AdaptiveDiffusion skipping",
     "stepsaver": "StepSaver per-class steps",
     "ddsm": "searched DDSM schedule",
+    "ddsm_widths": "DDSM widths only (searched without skips)",
     "ddsm_adaptive": "DDSM schedule + AdaptiveDiffusion",
 }
-BASELINES = [m for m in METHODS if m not in ("full", "ddsm")]
+BASELINES = [m for m in METHODS if m not in ("full", "ddsm", "ddsm_widths")]
 INCEPTION_IMAGES_PER_SECOND_CPU = 6.0  # measured on this project's 2-core CPU machine
 
 

@@ -134,6 +134,6 @@ def _over_cause(r: dict) -> str:
         return "skipping is decided per sample, and delta was tuned on the calibration seeds, not on these"
     if r["method"] == "ddsm_adaptive":
         return "the schedule itself costs more than the budget, and skipping with a fixed delta saved less"
-    if r["method"] == "ddsm":
+    if r["method"] in ("ddsm", "ddsm_widths"):
         return "the schedule file itself costs this much (searched for another budget, or remapped onto N steps)"
     return "the budget cannot be met exactly"

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 from ..sampling import SampleResult, SkipPolicy, balanced_labels, build_scheduler, sample
 from ..schedules import Schedule
 from ..baselines import (SkipTuning, StepSaver, StitchedUNet, fewer_steps_for_budget, ramp_for_budget,
                          sample_per_condition, tune_skip_delta, uniform_width_for_budget)
 from .job import BenchmarkJob
+from .schedules import ScheduleAssignment
 
 __all__ = ["MethodRow", "BenchmarkSampler", "MethodContext", "METHOD_RUNNERS"]
 
@@ -95,8 +96,7 @@ class MethodContext:
     stitched: Optional[StitchedUNet]
     stepsaver: StepSaver
     weights: Mapping[Any, float]                           # label frequencies of the evaluation images
-    by_budget: Dict[float, Tuple[str, Schedule]]           # the searched schedule of each budget
-    every_schedule: List[Tuple[float, str, Schedule]]      # all schedules with their budgets, ascending
+    schedules: ScheduleAssignment                          # the searched schedules: which row, which budget
     checked: Dict[str, Tuple[Schedule, bool]]              # path -> (schedule on the benchmark's steps, remapped)
 
     @property
@@ -191,34 +191,45 @@ def _stepsaver(row: MethodRow, ctx: MethodContext) -> MethodRow:
     return row
 
 
+_KIND_LABELS = {"skips": "DDSM widths + skips", "widths": "DDSM widths only",
+                None: "DDSM searched schedule (allow_skip not recorded, no step skipped)"}
+
+
 def _ddsm(row: MethodRow, ctx: MethodContext) -> MethodRow:
-    if ctx.budget not in ctx.by_budget:
-        return row.unavailable("no searched schedule for this budget (give --schedule, or --schedules-dir with one "
+    """The searched schedule of this budget (``ddsm``; with widths-only schedules beside it, ``ddsm_widths`` is
+    the widths-only one)."""
+    entry = ctx.schedules.at(row.method, ctx.budget)
+    if entry is None:
+        kind = "widths-only schedule" if row.method == "ddsm_widths" else "schedule"
+        return row.unavailable(f"no searched {kind} for this budget (give --schedule, or --schedules-dir with one "
                                "schedule per budget)")
-    path, _ = ctx.by_budget[ctx.budget]
-    schedule, remapped = ctx.checked[path]
-    row.label = "DDSM searched schedule"
-    row.params = dict(schedule=path, remapped=remapped, widths=list(schedule.widths))
-    row.note = Path(path).name + (f", remapped onto {ctx.N} steps by nearest timestep" if remapped else "")
+    schedule, remapped = ctx.checked[entry.path]
+    row.label = _KIND_LABELS[entry.kind]
+    row.params = dict(schedule=entry.path, kind=entry.kind, remapped=remapped, widths=list(schedule.widths),
+                      skipped_steps=sum(1 for w in schedule.widths if w == 0))
+    row.note = "/".join(Path(entry.path).parts[-3:]) + (  # enough of the path to tell schedule.json files apart
+        f", remapped onto {ctx.N} steps by nearest timestep" if remapped else "")
     row.result = ctx.sampler.evaluate(schedule.widths)
     return row
 
 
 def _ddsm_adaptive(row: MethodRow, ctx: MethodContext) -> MethodRow:
+    """The ``ddsm`` row's schedules plus AdaptiveDiffusion skipping."""
     b, job = ctx.budget, ctx.job
-    larger = [(own, path) for own, path, _ in ctx.every_schedule if own > b + 1e-9]
+    larger = ctx.schedules.above("ddsm", b)
+    here = ctx.schedules.at("ddsm", b)
     if larger:  # the next larger budget's schedule, skipping tuned down to this budget
-        own, path = larger[0]
-        schedule, remapped = ctx.checked[path]
+        entry = larger[0]
+        schedule, remapped = ctx.checked[entry.path]
         tuning = ctx.tune(schedule.widths)
-        policy, params = tuning.policy, dict(_tuning_params(tuning), base_budget=own)
-        row.note = (f"schedule for budget {own:g} + skipping, delta bisected to this budget on "
+        policy, params = tuning.policy, dict(_tuning_params(tuning), base_budget=entry.budget)
+        row.note = (f"schedule for budget {entry.budget:g} + skipping, delta bisected to this budget on "
                     f"{job.calibration_samples} calibration seeds (ratio {tuning.calibration_ratio:.3f} there)")
         if not tuning.met:
             row.note += "; the budget is out of reach"
-    elif b in ctx.by_budget:  # nothing to tune from: this budget's schedule with a fixed delta
-        path, _ = ctx.by_budget[b]
-        schedule, remapped = ctx.checked[path]
+    elif here is not None:  # nothing to tune from: this budget's schedule with a fixed delta
+        entry = here
+        schedule, remapped = ctx.checked[entry.path]
         policy = SkipPolicy(delta=job.ddsm_skip_delta, max_consecutive=job.skip_max_consecutive)
         params = dict(delta=policy.delta, max_consecutive=policy.max_consecutive, base_budget=b, tuned=False)
         row.note = (f"this budget's schedule + skipping with fixed delta {policy.delta:g} (no schedule for a larger "
@@ -226,15 +237,17 @@ def _ddsm_adaptive(row: MethodRow, ctx: MethodContext) -> MethodRow:
     else:
         return row.unavailable("no searched schedule for this budget or a larger one")
     row.label = f"DDSM + AdaptiveDiffusion (delta {policy.delta:.3g})"
-    row.params = dict(params, schedule=path, remapped=remapped)
+    row.params = dict(params, schedule=entry.path, kind=entry.kind, remapped=remapped)
     row.result = ctx.sampler.evaluate(schedule.widths, skip=policy)
     return row
 
 
-# in report order; tstitch_dense and tstitch_supernet share a function
+# in report order; tstitch_dense and tstitch_supernet share a function, so do ddsm and ddsm_widths
+# (ddsm_widths is reported only beside schedules of the other kind: ScheduleAssignment.slots)
 METHOD_RUNNERS: Dict[str, Callable[[MethodRow, MethodContext], MethodRow]] = {
     "uniform": _uniform, "fewer_steps": _fewer_steps, "tstitch_supernet": _tstitch, "tstitch_dense": _tstitch,
-    "adaptive": _adaptive, "stepsaver": _stepsaver, "ddsm": _ddsm, "ddsm_adaptive": _ddsm_adaptive,
+    "adaptive": _adaptive, "stepsaver": _stepsaver, "ddsm": _ddsm, "ddsm_widths": _ddsm,
+    "ddsm_adaptive": _ddsm_adaptive,
 }
 
 

@@ -10,19 +10,22 @@ from ..images import new_figure, save_figure
 from ..utils import atomic_write, atomic_write_json
 from .job import METHODS
 
-__all__ = ["benchmark_markdown", "plot_benchmark", "write_benchmark"]
+__all__ = ["benchmark_markdown", "plot_benchmark", "write_benchmark", "quality_key", "quality_name",
+           "METHOD_STYLES"]
 
 
 def _fmt(x: Optional[float], spec: str) -> str:
     return "n/a" if x is None else format(x, spec)
 
 
-def _quality_key(report: dict) -> Optional[str]:
+def quality_key(report: dict) -> Optional[str]:
+    """The FID a benchmark report ranks by: ``"inception_fid"`` when computed, else ``"domain_fid"``, else None."""
     m = report["metrics"]
     return "inception_fid" if m.get("inception_features") else ("domain_fid" if m.get("domain_features") else None)
 
 
-def _quality_name(report: dict, key: Optional[str]) -> str:
+def quality_name(report: dict, key: Optional[str]) -> str:
+    """How ``key`` (:func:`quality_key`) reads in a title: the feature network and N."""
     m = report["metrics"]
     return {"inception_fid": f"Inception FID (n={m.get('inception_samples')})",
             "domain_fid": f"domain FID ({m.get('domain_features')})"}.get(key, "SSIM")
@@ -46,8 +49,8 @@ def _comparison(ddsm: dict, other: dict, qkey: Optional[str], qname: str) -> str
 
 def benchmark_markdown(report: dict) -> str:
     """The benchmark as Markdown: a table per budget, then one sentence per method on where DDSM stands."""
-    qkey = _quality_key(report)
-    qname = _quality_name(report, qkey)
+    qkey = quality_key(report)
+    qname = quality_name(report, qkey)
     m = report["metrics"]
     lines = [
         "# Step-aware schedule benchmark", "",
@@ -98,23 +101,24 @@ def benchmark_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-_STYLES = {"uniform": ("s", "tab:gray"), "fewer_steps": ("^", "tab:green"), "tstitch_supernet": ("v", "tab:orange"),
-           "tstitch_dense": ("<", "tab:brown"), "adaptive": ("D", "tab:purple"), "stepsaver": ("P", "tab:cyan"),
-           "ddsm": ("*", "tab:red"), "ddsm_adaptive": ("X", "tab:pink")}
+METHOD_STYLES = {  # marker and colour of each method in the plots
+    "uniform": ("s", "tab:gray"), "fewer_steps": ("^", "tab:green"), "tstitch_supernet": ("v", "tab:orange"),
+    "tstitch_dense": ("<", "tab:brown"), "adaptive": ("D", "tab:purple"), "stepsaver": ("P", "tab:cyan"),
+    "ddsm": ("*", "tab:red"), "ddsm_widths": ("h", "tab:olive"), "ddsm_adaptive": ("X", "tab:pink")}
 
 
 def plot_benchmark(report: dict, path) -> Path:
     """Quality vs MACs ratio, one marker per method (joined across budgets): FID (Inception if computed, else
     domain) on the left when available, SSIM to the full model on the right."""
-    qkey = _quality_key(report)
-    panels = ([(qkey, _quality_name(report, qkey) + " (lower is better)")] if qkey else []) + [
+    qkey = quality_key(report)
+    panels = ([(qkey, quality_name(report, qkey) + " (lower is better)")] if qkey else []) + [
         ("ssim", "SSIM to the full model (higher is better)")]
     fig, axes = new_figure(1, len(panels), figsize=(6.2 * len(panels), 4.6), squeeze=False)
     for ax, (key, name) in zip(axes[0], panels):
         full = report["full"]
         if full.get(key) is not None:
             ax.plot([1.0], [full[key]], "o", ms=9, color="black", label="full model")
-        for method, (marker, color) in _STYLES.items():
+        for method, (marker, color) in METHOD_STYLES.items():
             pts = sorted((r["macs_ratio"], r[key]) for b in report["budgets"] for r in b["methods"]
                          if r["method"] == method and r["status"] == "ok" and r.get(key) is not None)
             if pts:

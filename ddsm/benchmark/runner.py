@@ -17,7 +17,11 @@ model (PSNR / SSIM on the same seeds) and its wall-clock speed-up over the full 
                        MACs actually spent meet the budget (:func:`tune_skip_delta`)
 ``stepsaver``          StepSaver per-class step counts (fit on calibration seeds; the threshold lowered on the
                        stored SSIM curves when needed to meet the budget)
-``ddsm``               the searched schedule for this budget
+``ddsm``               the searched schedule for this budget (its label says which search: widths + skips, or
+                       widths only when that is the only kind given)
+``ddsm_widths``        the schedule searched without skip genes (provenance ``search.allow_skip`` false), reported
+                       only when schedules of the other kind are given too; at a fixed step count it isolates what
+                       choosing widths per step adds to DDIM
 ``ddsm_adaptive``      a searched schedule plus AdaptiveDiffusion skipping: the schedule of the next larger budget
                        with ``delta`` tuned to this budget when one is available, else this budget's schedule with a
                        fixed ``delta`` (the extra saving is then reported as it comes)
@@ -69,11 +73,13 @@ def run_benchmark(model, job: BenchmarkJob, *, schedules: Sequence[Tuple[str, Sc
     N = job.num_steps
     sampler = BenchmarkSampler(model, job, autoencoder, table, accelerator)
     stitched = StitchedUNet(model, small_dense.eval(), large_macs=table[full_w]) if small_dense is not None else None
-    by_budget, every_schedule = assign_schedules(schedules, job.budgets, table)
-    checked = {path: on_benchmark_steps(s, job) for _, path, s in every_schedule}
+    assignment = assign_schedules(schedules, job.budgets, table)
+    checked = {e.path: on_benchmark_steps(e.schedule, job) for e in assignment.entries}
+    # ddsm_widths only beside schedules of the other kind (then ddsm holds those, ddsm_widths the widths-only ones)
+    methods = {m: run for m, run in METHOD_RUNNERS.items() if m != "ddsm_widths" or m in assignment.slots}
 
     # one unit per method and budget, plus the full model and StepSaver's labelling; the metrics get their own bar
-    total = 1 + 1 + len(job.budgets) * len(METHOD_RUNNERS)
+    total = 1 + 1 + len(job.budgets) * len(methods)
     bar = tqdm(total=total, desc="sampling", unit="run", disable=not progress)
 
     def step(text: str):
@@ -95,9 +101,9 @@ def run_benchmark(model, job: BenchmarkJob, *, schedules: Sequence[Tuple[str, Sc
 
     rows: Dict[float, List[MethodRow]] = {}
     for b in job.budgets:
-        ctx = MethodContext(b, sampler, job, table, stitched, stepsaver, weights, by_budget, every_schedule, checked)
+        ctx = MethodContext(b, sampler, job, table, stitched, stepsaver, weights, assignment, checked)
         rows[b] = []
-        for method, run in METHOD_RUNNERS.items():
+        for method, run in methods.items():
             step(f"budget {b:g}: {METHODS[method]}")
             rows[b].append(run(MethodRow(method, b, METHODS[method]), ctx))
             bar.update(1)
