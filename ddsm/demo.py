@@ -6,8 +6,10 @@ killed one loses little.
 
     OUT/train/      the training run (model/, scheduler/, config.yaml, log.jsonl, samples/*.png, checkpoints/)
     OUT/search/     schedule.json, pareto.json/png, schedule.png, log.csv, checkpoint.json
+    OUT/frontier/   every peer method against DDSM (widths only, widths + skips) over step counts x budgets at
+                    the demo's own small N, domain FID: frontier.md/json, frontier_steps{S}.png (eval/frontier.py)
     OUT/            report.md (the numbers and what they mean), report.json, grid.png (full vs step-aware,
-                    same seeds), pareto.png, schedule.png, widths.png (one grid per width), timings.json
+                    same seeds), pareto.png, schedule.png, frontier_steps{S}.png, timings.json
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 from .utils import atomic_write, atomic_write_json
 
@@ -32,6 +34,10 @@ class DemoSettings:
     eval_samples: int = 250                # images per run in the final evaluation (held-out seeds)
     inception_reference: int = 500         # real images for the Inception reference statistics
     inception: bool = True
+    frontier: bool = True                  # the frontier stage (small searches, domain FID only)
+    frontier_steps: Tuple[int, ...] = (25, 50)
+    frontier_budgets: Tuple[float, ...] = (0.35, 0.5, 0.7)
+    frontier_samples: int = 128            # held-out images per method and point
     force: bool = False
     progress: bool = True
 
@@ -103,6 +109,11 @@ def run_demo(s: DemoSettings) -> Path:
         write_report(report, full, ours, out / "eval")
 
     _stage("evaluate", lambda: (out / "eval" / "report.json").is_file(), evaluate, timings, s.force)
+    if s.frontier:
+        _stage("frontier", lambda: (out / "frontier" / "frontier.json").is_file(),
+               lambda: _run_frontier(model, cfg, s, out / "frontier", accelerator), timings, s.force)
+        for png in sorted((out / "frontier").glob("frontier_steps*.png")):
+            shutil.copyfile(png, out / png.name)
     for name in ("pareto.png", "schedule.png"):
         shutil.copyfile(search_dir / name, out / name)
     shutil.copyfile(out / "eval" / "grid.png", out / "grid.png")
@@ -114,12 +125,54 @@ def run_demo(s: DemoSettings) -> Path:
     report = json.loads((out / "eval" / "report.json").read_text())
     pareto = json.loads((search_dir / "pareto.json").read_text())
     train_log = _final_losses(train_dir / "log.jsonl")
+    frontier_md = (out / "frontier" / "frontier.md") if s.frontier else None
     atomic_write(out / "report.md", _demo_markdown(report, pareto, schedule, merged, train_log, widths_png,
-                                                   torch.get_num_threads()))
+                                                   torch.get_num_threads())
+                 + _frontier_section(frontier_md, s))
     atomic_write_json(out / "report.json", dict(evaluation=report, search=pareto, timings=merged,
                                                 final_losses=train_log))
     print(f"[demo] wrote {out / 'report.md'}")
     return out / "report.md"
+
+
+def _run_frontier(model, cfg, s: DemoSettings, out: Path, accelerator) -> None:
+    """eval/frontier.py at the demo's size: every method at ``frontier_steps`` x ``frontier_budgets`` on
+    ``frontier_samples`` held-out seeds, domain FID only, DDSM schedules from small searches (population 8, two
+    generations, 32 images, the best two re-scored on 64) with the config's metric."""
+    from .benchmark import BenchmarkJob, FrontierJob, run_frontier
+    from .search import SearchJob
+
+    smp, sc = cfg.sampling, cfg.search
+    bench = BenchmarkJob(budgets=tuple(s.frontier_budgets), num_samples=s.frontier_samples, seed=10_000,
+                         num_steps=min(s.frontier_steps), scheduler_name=smp.scheduler,
+                         scheduler_config=cfg.diffusion.scheduler_config(), dataset=cfg.data.name,
+                         data_root=cfg.data.root, guidance_scale=smp.guidance_scale, batch_size=smp.batch_size,
+                         inception=False)
+    search = SearchJob(output="schedule.json", budget=max(s.frontier_budgets), metric=sc.metric, mode="single",
+                       scheduler=smp.scheduler, num_steps=min(s.frontier_steps), population=8, generations=2,
+                       num_samples=32, final_samples=64, top_k=2, seed=sc.seed, dataset=cfg.data.name,
+                       data_root=cfg.data.root, guidance_scale=smp.guidance_scale, batch_size=smp.batch_size,
+                       baselines=False)
+    job = FrontierJob(benchmark=bench, search=search, steps=tuple(s.frontier_steps),
+                      reference_steps=max(s.frontier_steps), force=s.force)
+    run_frontier(model, job, out, scheduler_config=cfg.diffusion.scheduler_config(), accelerator=accelerator,
+                 progress=s.progress, log=lambda line: print(f"[demo] {line}", flush=True))
+
+
+def _frontier_section(frontier_md: Optional[Path], s: DemoSettings) -> str:
+    """The frontier's tables for report.md, its headings one level down, under a label that says how small it is."""
+    if frontier_md is None or not frontier_md.is_file():
+        return ""
+    body = frontier_md.read_text().replace("](", "](frontier/").replace("](frontier/http", "](http")
+    body = "\n".join(("#" + line) if line.startswith("#") else line for line in body.splitlines()
+                     if not line.startswith("# "))
+    plots = " ".join(f"![frontier, {n} steps](frontier_steps{n}.png)" for n in s.frontier_steps)
+    return ("\n## Frontier at the demo's size\n\n"
+            f"Every method at {len(s.frontier_budgets)} budgets x {len(s.frontier_steps)} step counts on "
+            f"{s.frontier_samples} held-out seeds, **domain FID at N = {s.frontier_samples}** (not Inception, and far "
+            "below the N >= 1,000 a frontier claim needs), DDSM schedules from deliberately small searches. It shows "
+            "the shape of the comparison in minutes; `python eval/frontier.py` runs it at full size.\n\n"
+            + plots + "\n\n" + body + "\n")
 
 
 def _latest_width_grids(train_dir: Path) -> Optional[str]:

@@ -46,23 +46,26 @@ def test_shortened_demo_writes_every_promised_file_and_reuses_finished_stages(tm
                                                                                one_thread):
     config, out = _config(tmp_path / "demo.yaml"), tmp_path / "demo"
     args = ["--config", str(config), "--output-dir", str(out), "--eval-samples", "8", "--no-inception",
-            "--no-progress"]
+            "--no-progress", "--frontier-steps", "3", "6", "--frontier-budgets", "0.5", "--frontier-samples", "6"]
     assert demo_main(args) == 0
     for name in ("report.md", "report.json", "grid.png", "pareto.png", "schedule.png", "timings.json",
-                 "search/schedule.json", "train/model/config.json"):
+                 "search/schedule.json", "train/model/config.json", "frontier/frontier.json", "frontier_steps3.png",
+                 "frontier_steps6.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert sorted(p.name for p in (out / "train/samples").glob("*.png"))[-1] == "step-00000006_w1.00.png"
     report = json.loads((out / "report.json").read_text())
     assert report["evaluation"]["step_aware"]["macs_ratio"] <= 0.5
     md = (out / "report.md").read_text()
     assert "full width" in md and "step-aware" in md and "grid.png" in md
+    assert "## Frontier at the demo's size" in md and "domain FID at N = 6" in md and "DDSM widths only" in md
+    assert "](frontier/steps6/benchmark.md)" in md                              # links point into frontier/
     first = capsys.readouterr().out
-    assert "reused" not in first
+    assert "done before, reused" not in first
 
     schedule_before = (out / "search/schedule.json").read_text()
     assert demo_main(args) == 0
     second = capsys.readouterr().out
-    assert second.count("done before, reused") == 3                          # train, search, evaluate
+    assert second.count("done before, reused") == 4                          # train, search, evaluate, frontier
     assert (out / "search/schedule.json").read_text() == schedule_before
     assert json.loads((out / "timings.json").read_text())["train"] > 0      # first run's stage times kept
 
