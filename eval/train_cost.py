@@ -2,10 +2,14 @@
 """Cost of one sandwich-rule training step against one plain full-width step, measured side by side.
 
     python eval/train_cost.py --config configs/mnist.yaml
+    python eval/train_cost.py --config configs/mnist.yaml --dense-config configs/mnist_half_dense.yaml
 
 Both steps run forward + backward + optimiser on the same batch, alternating round by round in this process.
 Prints JSON: forward MACs per sample of each step (fvcore table), their ratio, the median wall-clock of each step
 and their ratio. With n sandwich widths the middle ones are drawn at random; the MACs ratio is the expected one.
+``--dense-config`` also times a plain step of another (dense) model in the same rounds, e.g. to give it the same
+wall clock as a supernet run: ``dense_steps_same_wall_clock`` = the supernet run's full-width + sandwich steps
+(``train.full_width_steps`` and the rest of ``train.max_steps``) converted at the measured step times.
 """
 
 import argparse
@@ -19,6 +23,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, help="batch size (default: train.batch_size)")
     p.add_argument("--widths", type=int, help="sandwich widths per step (default: train.sandwich_widths)")
     p.add_argument("--rounds", type=int, default=10, help="timed rounds; medians are kept (default 10)")
+    p.add_argument("--dense-config", help="also time a plain step of this model (same batch and data shape)")
     args = p.parse_args(argv)
 
     import statistics
@@ -33,6 +38,7 @@ def main(argv=None) -> int:
 
     try:
         cfg = load_config(args.config)
+        dense = load_config(args.dense_config).build_model().train() if args.dense_config else None
     except (ValueError, OSError) as e:
         return fail(e)
     n = args.widths or cfg.train.sandwich_widths
@@ -58,11 +64,29 @@ def main(argv=None) -> int:
         return time.perf_counter() - start
 
     full = (max(model.width_choices),)
+    if dense is not None:
+        d = dense.config
+        if (d.in_channels, d.sample_size, bool(d.num_classes)) != (m.in_channels, m.sample_size, bool(m.num_classes)):
+            return fail(ValueError(f"--dense-config {args.dense_config}: its data shape or conditioning differs from "
+                                   f"--config's; expected the same in_channels, sample_size and class conditioning"))
+        dense_opt = torch.optim.AdamW(dense.parameters(), lr=1e-4)
+
+    def dense_step():
+        start = time.perf_counter()
+        dense_opt.zero_grad(set_to_none=True)
+        sandwich_losses(dense, (max(dense.width_choices),), x, t, x, y, backward=lambda loss: loss.backward())
+        dense_opt.step()
+        return time.perf_counter() - start
+
     step(full), step(sandwich_widths(model.width_choices, n, g))  # warm-up
-    plain, sandwich = [], []
+    if dense is not None:
+        dense_step()
+    plain, sandwich, dense_times = [], [], []
     for _ in range(args.rounds):
         plain.append(timed(full))
         sandwich.append(timed(sandwich_widths(model.width_choices, n, g)))
+        if dense is not None:
+            dense_times.append(dense_step())
     table = macs_table(model)
     widths = sorted(model.width_choices, reverse=True)
     middle = widths[1:-1]
@@ -74,6 +98,13 @@ def main(argv=None) -> int:
                plain_seconds=statistics.median(plain), sandwich_seconds=statistics.median(sandwich),
                rounds=args.rounds)
     out["time_ratio"] = out["sandwich_seconds"] / out["plain_seconds"]
+    if dense is not None:
+        tc = cfg.train
+        run_seconds = (min(tc.full_width_steps, tc.max_steps) * out["plain_seconds"]
+                       + max(tc.max_steps - tc.full_width_steps, 0) * out["sandwich_seconds"])
+        out.update(dense_config=args.dense_config, dense_seconds=statistics.median(dense_times),
+                   dense_macs=macs_table(dense)[max(dense.width_choices)])
+        out["dense_steps_same_wall_clock"] = round(run_seconds / out["dense_seconds"])
     print(json.dumps(out, indent=2))
     return 0
 

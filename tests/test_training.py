@@ -528,3 +528,16 @@ def test_train_cost_benchmark_reports_both_steps(tmp_path, capsys):
     assert out["macs_ratio"] == pytest.approx(expected / table[1.0])
     assert out["plain_seconds"] > 0 and out["sandwich_seconds"] > 0
     assert module.main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    raw = _raw(sandwich_widths=3)
+    dense = _write_config(tmp_path / "dense.yaml", dict(raw, model=dict(raw["model"], block_out_channels=[4, 8],
+                                                                         norm_num_groups=2, width_choices=[1.0])))
+    capsys.readouterr()
+    assert module.main(["--config", str(path), "--batch", "4", "--rounds", "2", "--dense-config", str(dense)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    tc = _config(sandwich_widths=3).train
+    run = min(tc.full_width_steps, tc.max_steps) * out["plain_seconds"] + (tc.max_steps - tc.full_width_steps) * \
+        out["sandwich_seconds"]
+    assert out["dense_steps_same_wall_clock"] == round(run / out["dense_seconds"]) and out["dense_macs"] < table[1.0]
+    other = _write_config(tmp_path / "other.yaml", dict(raw, model=dict(raw["model"], num_classes=None)))
+    assert module.main(["--config", str(path), "--dense-config", str(other)]) == 2
+    assert "data shape or conditioning differs" in capsys.readouterr().err
