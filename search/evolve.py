@@ -16,12 +16,13 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
+    from ddsm.cli import add_mixed_precision_argument, add_run_arguments
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="SlimmableUNet directory (the model/ folder of a training run)")
+    add_run_arguments(p)
     p.add_argument("--budget", type=float, help="MACs budget as a fraction of the full width's, in (0, 1] "
                    "(same scheduler and step count); default from the config's search.budget")
     p.add_argument("--budget-macs", type=float, help="absolute MACs budget per image instead of --budget")
-    p.add_argument("--config", help="experiment YAML (default: config.yaml beside the model folder)")
     p.add_argument("--output", help="schedule JSON to write (default: <run>/search/schedule.json)")
     p.add_argument("--resume", action="store_true", help="continue from checkpoint.json beside --output")
     p.add_argument("--metric", help="quality metric: domain_fid, domain_kid, inception_fid, "
@@ -49,19 +50,15 @@ def main(argv=None) -> int:
     p.add_argument("--sample-seed", type=int, default=0, help="search images use seeds SAMPLE_SEED..+N-1")
     p.add_argument("--no-baselines", action="store_true", help="skip scoring the uniform and fewer-steps baselines")
     p.add_argument("--autoencoder", help="AutoencoderKL directory for latent models (default: the config's)")
-    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], help="UNet forwards in bf16 or fp16 "
-                   "(fp16: CUDA only; metrics stay float32); default: accelerate launch's --mixed_precision, else no")
+    add_mixed_precision_argument(p)
     args = p.parse_args(argv)
 
-    from ddsm.cli import fail, load_autoencoder, load_model, load_run_config
-    from ddsm.runtime import make_accelerator
+    from ddsm.cli import fail, load_autoencoder, open_run
     from ddsm.search import SearchError
     from ddsm.search import SearchJob, run_search
 
     try:
-        accelerator = make_accelerator(args.mixed_precision)
-        model = load_model(args.model, device=accelerator.device)
-        cfg = load_run_config(args.model, args.config)
+        accelerator, model, cfg = open_run(args)
         s, smp = cfg.search, cfg.sampling
         pick = lambda flag, default: default if flag is None else flag  # noqa: E731
         job = SearchJob(

@@ -131,3 +131,19 @@ if __name__ == "__main__":
     cycle = find_cycle(graph)
     print("cycle: " + " -> ".join(cycle) if cycle else "no import cycle")
     sys.exit(1 if cycle else 0)
+
+
+def test_script_flags_import_no_torch_so_help_answers_at_once():
+    """Every script builds its parser from ddsm.cli before it parses; that must not pull in torch or diffusers
+    (``ddsm`` imports its public names on first use), and its StepSaver default must stay the library's."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ddsm.cli; heavy = [m for m in ('torch', 'diffusers') if m in sys.modules]; "
+            "print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"import ddsm.cli imported {out}"
+    from ddsm.baselines import DEFAULT_CANDIDATES
+    from ddsm.cli import STEPSAVER_CANDIDATES
+
+    assert tuple(STEPSAVER_CANDIDATES) == tuple(DEFAULT_CANDIDATES)
