@@ -2,7 +2,7 @@
 # make demo: the same set-up, then the whole pipeline on the embedded MNIST digits into runs/demo/.
 # make gpu-check: the same set-up, then eval/gpu_check.py (a few minutes on a CUDA GPU; "no CUDA: skipped" without).
 # make fashion-data: Fashion-MNIST from Debian's dataset-fashion-mnist package, installed when its files are missing.
-# make fashion: the same set-up and data, then train -> search -> benchmark on configs/fashion.yaml into runs/fashion/.
+# make fashion: the same set-up and data, then train -> search -> frontier on configs/fashion.yaml into runs/fashion/.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -63,18 +63,23 @@ fashion-data:
 	  "(.gz or plain)" >&2; exit 1; fi
 
 # The pipeline on configs/fashion.yaml, stage by stage into $(FASHION_DIR): train/ (the supernet), search/
-# (schedule.json at the config's budget), benchmark/ (every peer method at budget 0.5 on held-out seeds). A stage
-# whose output exists is reused, an interrupted one resumes; FORCE=1 deletes $(FASHION_DIR) and starts again.
-# FASHION_SMALL_DENSE=<model dir> (configs/fashion_small_dense.yaml) adds the dense T-Stitch ramp; the *_ARGS
-# variables pass extra flags to each stage (e.g. FASHION_BENCH_ARGS=--no-inception); with data elsewhere, set
-# data.root in the config and FASHION_DATA=<that folder>.
+# (schedule.json at the config's budget), frontier/ (eval/frontier.py: every peer method and DDSM widths only /
+# widths + skips at FASHION_STEPS x FASHION_BUDGETS on FASHION_SAMPLES held-out seeds, Inception FID on
+# FASHION_INCEPTION; the searches it needs run inside it and are kept). A stage whose output exists is reused, an
+# interrupted one resumes; FORCE=1 deletes $(FASHION_DIR) and starts again. FASHION_SMALL_DENSE=<model dir>
+# (configs/fashion_small_dense.yaml) adds the dense T-Stitch ramp; the *_ARGS variables pass extra flags to each
+# stage (e.g. FASHION_FRONTIER_ARGS=--no-inception); with data elsewhere, set data.root in the config and
+# FASHION_DATA=<that folder>. On 2 CPU cores this is many hours (about 40 minutes of training, then 24 searches and
+# 3 benchmarks); shrink it with FASHION_STEPS / FASHION_BUDGETS / FASHION_SAMPLES.
 FASHION_DIR       ?= runs/fashion
 FASHION_CONFIG    ?= configs/fashion.yaml
-FASHION_SAMPLES   ?= 256
-FASHION_INCEPTION ?= 256
-FASHION_TRAIN_ARGS  ?=
-FASHION_SEARCH_ARGS ?=
-FASHION_BENCH_ARGS  ?=
+FASHION_STEPS     ?= 10 25 50
+FASHION_BUDGETS   ?= 0.25 0.35 0.5 0.7
+FASHION_SAMPLES   ?= 1000
+FASHION_INCEPTION ?= 1000
+FASHION_TRAIN_ARGS    ?=
+FASHION_SEARCH_ARGS   ?=
+FASHION_FRONTIER_ARGS ?=
 
 fashion: $(STAMP) fashion-data
 	$(if $(FORCE),rm -rf $(FASHION_DIR))
@@ -86,14 +91,12 @@ fashion: $(STAMP) fashion-data
 	  echo "[fashion] search: done before, reused (FORCE=1 redoes it)"; else \
 	  echo "[fashion] search ..." && $(PY) search/evolve.py --model $(FASHION_DIR)/train/model \
 	    --config $(FASHION_CONFIG) --output $(FASHION_DIR)/search/schedule.json --resume $(FASHION_SEARCH_ARGS); fi
-	@if [ -f $(FASHION_DIR)/benchmark/benchmark.json ]; then \
-	  echo "[fashion] benchmark: done before, reused (FORCE=1 redoes it)"; else \
-	  echo "[fashion] benchmark ..." && $(PY) eval/benchmark.py --model $(FASHION_DIR)/train/model \
-	    --schedule $(FASHION_DIR)/search/schedule.json --config $(FASHION_CONFIG) --budgets 0.5 \
+	@echo "[fashion] frontier ..." && $(PY) eval/frontier.py --model $(FASHION_DIR)/train/model \
+	    --config $(FASHION_CONFIG) --steps $(FASHION_STEPS) --budgets $(FASHION_BUDGETS) \
 	    --num-samples $(FASHION_SAMPLES) --inception-samples $(FASHION_INCEPTION) \
 	    $(if $(FASHION_SMALL_DENSE),--small-dense $(FASHION_SMALL_DENSE)) \
-	    --output-dir $(FASHION_DIR)/benchmark $(FASHION_BENCH_ARGS); fi
-	@echo "[fashion] done: $(FASHION_DIR)/benchmark/benchmark.md"
+	    --output-dir $(FASHION_DIR)/frontier $(FASHION_FRONTIER_ARGS)
+	@echo "[fashion] done: $(FASHION_DIR)/frontier/frontier.md"
 
 clean-venv:
 	rm -rf $(VENV)

@@ -182,12 +182,13 @@ def test_make_fashion_data_installs_the_package_when_files_are_missing(tmp_path)
 
 
 @needs_make
-def test_make_fashion_runs_train_search_benchmark_on_the_fashion_config(tmp_path):
+def test_make_fashion_runs_train_search_frontier_on_the_fashion_config(tmp_path):
     plan = _make("-n", "fashion", f"FASHION_DIR={tmp_path}", f"PY={sys.executable}")
     assert plan.returncode == 0, plan.stderr
-    text = plan.stdout.replace("\\\n", " ")
+    text = " ".join(plan.stdout.replace("\\\n", " ").split())
     order = [text.index(s) for s in ("fashion-mnist", "train/train_slimmable.py --config configs/fashion.yaml",
-                                     "search/evolve.py", "eval/benchmark.py")]
+                                     "search/evolve.py", "eval/frontier.py")]
     assert order == sorted(order)
-    assert f"--output-dir {tmp_path}/train --resume" in " ".join(text.split())
-    assert "--budgets 0.5" in text and f"{tmp_path}/benchmark" in text
+    assert f"--output-dir {tmp_path}/train --resume" in text
+    assert "--steps 10 25 50 --budgets 0.25 0.35 0.5 0.7" in text and f"{tmp_path}/frontier" in text
+    assert "--num-samples 1000 --inception-samples 1000" in text
