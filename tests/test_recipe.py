@@ -23,7 +23,10 @@ def test_timestep_weights_tilt_only_the_narrow_widths_and_keep_the_mean():
     torch.testing.assert_close(smallest.mean(), torch.tensor(1.0))     # uniform t: the loss scale is unchanged
     middle = timestep_weights(0.75, WIDTHS, t, 0.6, 100)               # a third of the way: b = 0.6 / 3
     torch.testing.assert_close(middle[[0, -1]], torch.tensor([0.8, 1.2]))
-    with pytest.raises(ValueError, match=r"timestep bias 1.5: expected a float in \[0, 1\]"):
+    low = timestep_weights(0.25, WIDTHS, t, -0.5, 100)                 # a negative bias favours low noise
+    torch.testing.assert_close(low[[0, -1]], torch.tensor([1.5, 0.5]))
+    torch.testing.assert_close(low.mean(), torch.tensor(1.0))
+    with pytest.raises(ValueError, match=r"timestep bias 1.5: expected a float in \[-1, 1\]"):
         timestep_weights(0.25, WIDTHS, t, 1.5, 100)
     with pytest.raises(ConfigError, match=r"timestep_bias"):
         TrainConfig(timestep_bias=1.5)

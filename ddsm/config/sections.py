@@ -86,8 +86,8 @@ class TrainConfig(Section):
     distill_only: bool = False        # small widths learn only from the full width (no ground-truth loss)
     teacher_weight: float = setting(0.0, ge=0)  # every width also regresses a frozen dense teacher (--init-from's
     #   model, else the warm-up's average at the end of full_width_steps); 0: off
-    timestep_bias: float = setting(0.0, ge=0, le=1)  # tilt the narrow widths' loss toward high-noise timesteps
-    #   (smallest width: weight 1 - b at t = 0 rising to 1 + b at t = T - 1; the largest stays uniform)
+    timestep_bias: float = setting(0.0, ge=-1, le=1)  # tilt the narrow widths' loss toward high-noise (> 0) or
+    #   low-noise (< 0) timesteps (smallest width: weight 1 - b at t = 0 to 1 + b at t = T - 1; largest uniform)
     label_dropout: float = setting(0.1, ge=0, lt=1)  # class-conditional models: share of labels made the null class
     seed: int = 0
     checkpoint_every: int = setting(500, gt=0)

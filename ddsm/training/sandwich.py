@@ -36,19 +36,21 @@ def sandwich_widths(width_choices: Sequence[float], n: int, generator: torch.Gen
 
 def timestep_weights(width: float, width_choices: Sequence[float], timesteps: torch.Tensor, bias: float,
                      num_train_timesteps: int) -> Optional[torch.Tensor]:
-    """Per-sample loss weights that tilt a narrow width's training toward high-noise timesteps.
+    """Per-sample loss weights that tilt a narrow width's training toward high-noise (``bias > 0``) or low-noise
+    (``bias < 0``) timesteps.
 
     ``1 + b_w (2 t / (T - 1) - 1)`` with ``b_w = bias (w_max - w) / (w_max - w_min)``: the largest width keeps
-    uniform weights, the smallest gets weights rising linearly from ``1 - bias`` at ``t = 0`` to ``1 + bias`` at
+    uniform weights, the smallest gets weights changing linearly from ``1 - bias`` at ``t = 0`` to ``1 + bias`` at
     ``t = T - 1``. Their mean under uniform timesteps is 1, so the loss scale is unchanged; every timestep keeps a
-    weight >= ``1 - bias``, so no width forgets the low-noise end entirely (a schedule may still put it there).
-    Returns None (plain mean) when the width gets no tilt.
+    weight >= ``1 - |bias|``. Returns None (plain mean) when the width gets no tilt.
 
-    Why: a step-aware schedule runs the narrow widths where the network's job is coarse (DDSM's CIFAR-10 schedule:
-    width 0.5 at the high-noise start, 1.0 for t < ~266), so their few parameters are best spent there.
+    Why: a step-aware schedule runs the narrow widths where they cost the least quality (DDSM's CIFAR-10 schedule:
+    width 0.5 at the high-noise start), so their few parameters are best spent there. Which end that is depends on
+    the model: on configs/mnist.yaml the narrow widths are relatively worst at high noise, and a positive tilt there
+    made the full width worse too (README, "Training recipe").
     """
-    if not 0.0 <= bias <= 1.0:
-        raise ValueError(f"timestep bias {bias}: expected a float in [0, 1]")
+    if not -1.0 <= bias <= 1.0:
+        raise ValueError(f"timestep bias {bias}: expected a float in [-1, 1]")
     w_max, w_min = max(width_choices), min(width_choices)
     if bias == 0.0 or w_max == w_min or width >= w_max:
         return None
