@@ -14,10 +14,12 @@ from typing import Optional
 
 import torch
 
+from ..config import ConfigError
 from ..utils import PathLike
 from .run import save_pretrained_atomically
 
-__all__ = ["TEACHER_DIRNAME", "freeze_teacher", "save_teacher", "load_teacher", "teacher_prediction"]
+__all__ = ["TEACHER_DIRNAME", "freeze_teacher", "initial_teacher", "save_teacher", "load_teacher",
+           "teacher_prediction"]
 
 TEACHER_DIRNAME = "teacher"
 
@@ -26,6 +28,19 @@ def freeze_teacher(model, device=None):
     """An evaluation-mode copy of ``model`` (a SlimmableUNet) with no gradients, on ``device``."""
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
     return teacher.to(device) if device is not None else teacher
+
+
+def initial_teacher(model, train_config, *, from_init: bool, device=None):
+    """The teacher a run starts with: a frozen copy of ``model`` when it came from ``--init-from``
+    (``from_init``), else None (the warm-up's average becomes it later). Raises :class:`ConfigError` when
+    ``train.teacher_weight > 0`` has no teacher to come from."""
+    tc = train_config
+    if tc.teacher_weight <= 0:
+        return None
+    if not from_init and not tc.full_width_steps:
+        raise ConfigError(f"train.teacher_weight={tc.teacher_weight} needs a teacher: --init-from DENSE_DIR (that "
+                          "model is the teacher) or train.full_width_steps > 0 (the warm-up's average is)")
+    return freeze_teacher(model, device) if from_init else None
 
 
 def save_teacher(teacher, run_root: PathLike) -> Path:

@@ -39,7 +39,7 @@ from .monitor import LossWindow, grid_nrow, loss_key, macs_table_or_zeros, sampl
 from .run import (RunDirectory, ShardedBatchSampler, StepCounter, TrainingDiverged, make_accelerator,
                   save_pretrained_atomically, step_generator, step_seed, warmup_lambda, with_max_steps)
 from .sandwich import ExponentialMovingAverage, sandwich_losses, sandwich_widths, timestep_weights
-from .teacher import freeze_teacher, load_teacher, save_teacher, teacher_prediction
+from .teacher import freeze_teacher, initial_teacher, load_teacher, save_teacher, teacher_prediction
 
 __all__ = ["SlimmableTrainer", "TrainResult", "train_slimmable"]
 
@@ -91,10 +91,7 @@ class SlimmableTrainer:
             raise ConfigError(f"the accelerator accumulates {self.accelerator.gradient_accumulation_steps} "
                               f"micro-batches but train.gradient_accumulation_steps={tc.gradient_accumulation_steps}")
         model = self._build_model(config, init_from)
-        if tc.teacher_weight > 0 and init_from is None and not tc.full_width_steps:
-            raise ConfigError(f"train.teacher_weight={tc.teacher_weight} needs a teacher: --init-from DENSE_DIR (that "
-                              "model is the teacher) or train.full_width_steps > 0 (the warm-up's average is)")
-        self.teacher = freeze_teacher(model) if tc.teacher_weight > 0 and init_from is not None else None
+        self.teacher = initial_teacher(model, tc, from_init=init_from is not None, device=self.accelerator.device)
         self.dataset = dataset if dataset is not None else dataset_for_training(self.config, self.autoencoder)
         check_data_fits_model(self.dataset, model, self.autoencoder)
         self.conditional = bool(model.config.num_classes)
@@ -110,9 +107,9 @@ class SlimmableTrainer:
         if self.resumed_from is not None:
             self.accelerator.load_state(str(self.resumed_from))
         self._ema_model, self._macs = None, None
-        if tc.teacher_weight > 0:
-            saved = load_teacher(self.run.root, self.accelerator.device)
-            self.teacher = saved if saved is not None else self.teacher
+        saved = load_teacher(self.run.root, self.accelerator.device) if tc.teacher_weight > 0 else None
+        self.teacher = saved if saved is not None else self.teacher
+        self._teacher_saved = saved is not None
 
     # -- set-up helpers -----------------------------------------------------------------------------------------
 
@@ -216,14 +213,15 @@ class SlimmableTrainer:
     def _keep_teacher(self) -> None:
         """Freeze the teacher once (``train.teacher_weight``): the ``--init-from`` model at the first step, else
         the warm-up's moving average when the sandwich starts; written to ``RUN/teacher`` on the main process."""
-        tc, acc, run = self.config.train, self.accelerator, self.run
-        if tc.teacher_weight <= 0 or (self.teacher is None and self.step < tc.full_width_steps):
+        tc, acc = self.config.train, self.accelerator
+        if self._teacher_saved or tc.teacher_weight <= 0 or (self.teacher is None and self.step < tc.full_width_steps):
             return
         if self.teacher is None:
             self.teacher = freeze_teacher(self.ema_model(), acc.device)
-        if acc.is_main_process and load_teacher(run.root) is None:
-            save_teacher(self.teacher, run.root)
+        if acc.is_main_process:
+            save_teacher(self.teacher, self.run.root)
         acc.wait_for_everyone()
+        self._teacher_saved = True
 
     def _check_finite(self, step_loss: torch.Tensor, grad_norm: Optional[torch.Tensor],
                       per_width: Dict[float, float]) -> None:
