@@ -49,6 +49,18 @@ def tiny_unet_kwargs(**overrides):
     return kw
 
 
+def halved_tiny_unet(seed: int = 0, **overrides):
+    """:func:`tiny_unet_kwargs`'s UNet (eval mode) with its random weights halved, so samples do not explode."""
+    from ddsm.models import SlimmableUNet
+
+    torch.manual_seed(seed)
+    model = SlimmableUNet(**tiny_unet_kwargs(**overrides))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.5)
+    return model.eval()
+
+
 @pytest.fixture
 def tiny_unet():
     from ddsm.models import SlimmableUNet

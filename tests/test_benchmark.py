@@ -8,8 +8,8 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from conftest import tiny_unet_kwargs
-from ddsm import Schedule, SlimmableUNet
+from conftest import halved_tiny_unet, tiny_unet_kwargs
+from ddsm import Schedule
 from ddsm.config import ExperimentConfig
 from ddsm.benchmark import (BenchmarkError, BenchmarkJob, BenchmarkSampler, StitchedUNet, budget_status,
                             fewer_steps_for_budget, ramp_for_budget, tune_skip_delta, uniform_width_for_budget)
@@ -33,13 +33,7 @@ def _script(path):
     return module
 
 
-def _model(seed=0, **kw):
-    torch.manual_seed(seed)
-    model = SlimmableUNet(**tiny_unet_kwargs(**kw))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(0.5)
-    return model.eval()
+_model = halved_tiny_unet
 
 
 # --------------------------------------------------------------------------------------------------------- selections

@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from conftest import tiny_unet_kwargs
+from conftest import halved_tiny_unet, tiny_unet_kwargs
 from ddsm import Schedule, SlimmableUNet
 from ddsm.config import ExperimentConfig
 
@@ -35,11 +34,7 @@ def _run(args):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    model = SlimmableUNet(**tiny_unet_kwargs())
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(0.5)
+    model = halved_tiny_unet()
     root = tmp_path_factory.mktemp("run")
     model.save_pretrained(root / "model")
     ExperimentConfig.from_dict({"model": tiny_unet_kwargs()}).save(root / "experiment.yaml")  # defaults elsewhere

@@ -2,13 +2,11 @@
 benchmark per step count, the frontier's table and plots, and clear errors for bad input."""
 
 import json
-from pathlib import Path
 
 import pytest
-import torch
 from diffusers import DDIMScheduler
 
-from conftest import load_script, tiny_unet_kwargs
+from conftest import halved_tiny_unet, load_script, tiny_unet_kwargs
 from ddsm import Schedule, SlimmableUNet
 from ddsm.benchmark import BenchmarkError, BenchmarkJob, FrontierJob, assign_schedules, plan_schedules, schedule_kind
 from ddsm.config import ExperimentConfig
@@ -18,13 +16,7 @@ from ddsm.search import SearchJob
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _model(seed=0, **kw):
-    torch.manual_seed(seed)
-    model = SlimmableUNet(**tiny_unet_kwargs(**kw))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(0.5)
-    return model.eval()
+_model = halved_tiny_unet
 
 
 def _schedule(model, widths, budget=None, allow_skip=None):

@@ -3,9 +3,8 @@
 import json
 
 import pytest
-import torch
 
-from conftest import load_script, tiny_unet_kwargs
+from conftest import halved_tiny_unet, load_script, tiny_unet_kwargs
 from ddsm import SlimmableUNet
 from ddsm.config import ExperimentConfig, load_config
 from ddsm.evaluation import ScheduleEvaluator
@@ -95,11 +94,7 @@ def test_bad_proxy_settings_are_clear_errors(kw, message):
 
 @pytest.fixture
 def tiny_run(tmp_path):
-    torch.manual_seed(0)
-    model = SlimmableUNet(**tiny_unet_kwargs())
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(0.5)
+    model = halved_tiny_unet()
     model.save_pretrained(tmp_path / "model")
     ExperimentConfig.from_dict({"model": tiny_unet_kwargs()}).save(tmp_path / "experiment.yaml")
     return tmp_path

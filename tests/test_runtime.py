@@ -12,7 +12,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler
 
-from conftest import load_script as _script, tiny_unet_kwargs
+from conftest import halved_tiny_unet, load_script as _script, tiny_unet_kwargs
 from ddsm import Schedule, SkipPolicy, SlimmableUNet, sample
 from ddsm.config import ExperimentConfig
 from ddsm.evaluation import FeatureSpace, evaluate_schedule
@@ -71,12 +71,7 @@ def feature_devices(monkeypatch, fast_domain_features):
 
 def _unet(**kw):
     """A tiny random UNet with its weights halved (no exploding samples)."""
-    torch.manual_seed(0)
-    model = SlimmableUNet(**tiny_unet_kwargs(**kw))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(0.5)
-    return model.eval()
+    return halved_tiny_unet(**kw)
 
 
 def _float64_unet(**kw):
