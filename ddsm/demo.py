@@ -33,9 +33,9 @@ class DemoSettings:
     max_steps: Optional[int] = None        # training steps (default: the config's)
     eval_samples: int = 250                # images per run in the final evaluation (held-out seeds)
     inception_reference: int = 500         # real images for the Inception reference statistics
-    inception: bool = True
+    inception: bool = False                # Inception FID in the final evaluation too (slow on a CPU)
     frontier: bool = True                  # the frontier stage (small searches, domain FID only)
-    frontier_steps: Tuple[int, ...] = (25, 50)
+    frontier_steps: Tuple[int, ...] = (25,)
     frontier_budgets: Tuple[float, ...] = (0.35, 0.5, 0.7)
     frontier_samples: int = 128            # held-out images per method and point
     force: bool = False
@@ -137,8 +137,8 @@ def run_demo(s: DemoSettings) -> Path:
 
 def _run_frontier(model, cfg, s: DemoSettings, out: Path, accelerator) -> None:
     """eval/frontier.py at the demo's size: every method at ``frontier_steps`` x ``frontier_budgets`` on
-    ``frontier_samples`` held-out seeds, domain FID only, DDSM schedules from small searches (population 8, two
-    generations, 32 images, the best two re-scored on 64) with the config's metric."""
+    ``frontier_samples`` held-out seeds, domain FID only, DDSM schedules from small searches (population 6, one
+    generation, 32 images, the best two re-scored on 64) with the config's metric."""
     from .benchmark import BenchmarkJob, FrontierJob, run_frontier
     from .search import SearchJob
 
@@ -149,7 +149,7 @@ def _run_frontier(model, cfg, s: DemoSettings, out: Path, accelerator) -> None:
                          data_root=cfg.data.root, guidance_scale=smp.guidance_scale, batch_size=smp.batch_size,
                          inception=False)
     search = SearchJob(output="schedule.json", budget=max(s.frontier_budgets), metric=sc.metric, mode="single",
-                       scheduler=smp.scheduler, num_steps=min(s.frontier_steps), population=8, generations=2,
+                       scheduler=smp.scheduler, num_steps=min(s.frontier_steps), population=6, generations=1,
                        num_samples=32, final_samples=64, top_k=2, seed=sc.seed, dataset=cfg.data.name,
                        data_root=cfg.data.root, guidance_scale=smp.guidance_scale, batch_size=smp.batch_size,
                        baselines=False)

@@ -92,10 +92,10 @@ def fvcore_macs(module: nn.Module, inputs: tuple, include_attention: bool = True
 
 def _fvcore_counts(module: nn.Module, inputs: tuple) -> Tuple[int, int]:
     """fvcore's count for ``module(*inputs)`` with and without the attention matmuls, from one trace."""
-    from fvcore.nn import FlopCountAnalysis
-
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings about Python ints in shapes
+        warnings.simplefilter("ignore")  # fvcore's import-time torch.jit deprecation, tracer warnings about ints
+        from fvcore.nn import FlopCountAnalysis
+
         analysis = FlopCountAnalysis(module.eval(), inputs)
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         logging.getLogger("fvcore").setLevel(logging.ERROR)
