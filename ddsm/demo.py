@@ -37,7 +37,7 @@ class DemoSettings:
     frontier: bool = True                  # the frontier stage (small searches, domain FID only)
     frontier_steps: Tuple[int, ...] = (25,)
     frontier_budgets: Tuple[float, ...] = (0.35, 0.5, 0.7)
-    frontier_samples: int = 128            # held-out images per method and point
+    frontier_samples: int = 100            # held-out images per method and point
     force: bool = False
     progress: bool = True
 

@@ -29,7 +29,7 @@ def main(argv=None) -> int:
                         "each more step count adds minutes)")
     p.add_argument("--frontier-budgets", type=float, nargs="+", default=[0.35, 0.5, 0.7],
                    help="its MACs budgets, each in (0, 1] (default 0.35 0.5 0.7)")
-    p.add_argument("--frontier-samples", type=int, default=128, help="its held-out images per point (default 128)")
+    p.add_argument("--frontier-samples", type=int, default=100, help="its held-out images per point (default 100)")
     p.add_argument("--force", action="store_true", help="redo every stage even if its outputs exist")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)

@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--final-samples", type=int, help="images for re-evaluating the top candidates (default: the "
                    "config's)")
     g.add_argument("--top-k", type=int, help="candidates re-evaluated on --final-samples (default: the config's)")
+    g.add_argument("--halving-eta", type=int, help="successive halving of the top k, --search-samples -> "
+                   "--final-samples (1: off; default: the config's search.halving_eta)")
     g.add_argument("--segments", type=int, help="group consecutive steps into this many genes (default: the "
                    "config's; at most the smallest --steps)")
     g.add_argument("--search-seed", type=int, help="seed of the evolution (default: the config's search.seed)")
@@ -97,7 +99,7 @@ def main(argv=None) -> int:
                 population=pick(args.population, s.population), generations=pick(args.generations, s.generations),
                 num_samples=pick(args.search_samples, s.num_samples),
                 final_samples=pick(args.final_samples, s.final_samples), top_k=pick(args.top_k, s.top_k),
-                crossover_prob=s.crossover_prob, mutation_prob=s.mutation_prob,
+                halving_eta=pick(args.halving_eta, s.halving_eta), crossover_prob=s.crossover_prob, mutation_prob=s.mutation_prob,
                 mutation_gene_prob=s.mutation_gene_prob, seed=pick(args.search_seed, s.seed),
                 sample_seed=args.sample_seed, dataset=cfg.data.name, data_root=cfg.data.root,
                 guidance_scale=cfg.sampling.guidance_scale, batch_size=args.batch_size, baselines=False)

@@ -42,7 +42,8 @@ def run_dir(tmp_path_factory):
 SMALL = ["--steps", "4", "6", "--budgets", "0.5", "0.7", "--reference-steps", "8", "--num-samples", "6",
          "--calibration-samples", "3", "--stepsaver-samples", "2", "--stepsaver-candidates", "2", "4",
          "--stepsaver-reference-steps", "8", "--metric", "fidelity", "--population", "4", "--generations", "1",
-         "--search-samples", "2", "--final-samples", "2", "--top-k", "1", "--no-inception", "--no-progress"]
+         "--search-samples", "2", "--final-samples", "4", "--top-k", "2", "--halving-eta", "2", "--no-inception",
+         "--no-progress"]
 
 
 # ------------------------------------------------------------------------------------------ two kinds per budget
@@ -148,6 +149,7 @@ def test_frontier_cli_end_to_end_resumes_and_reuses(run_dir, tmp_path, fast_doma
     for path in schedules:
         s = json.loads(path.read_text())
         assert s["provenance"]["search"]["allow_skip"] == (path.parent.name == "skips")
+        assert s["provenance"]["search"]["halving_eta"] == 2 and s["provenance"]["search"]["rungs"][-1] == 4
         assert len(s["widths"]) == int(path.parents[2].name[len("steps"):])
         if path.parent.name == "widths":
             assert 0 not in s["widths"]

@@ -177,5 +177,7 @@ def test_evolve_cli_records_the_rungs(tmp_path, capsys):
     assert pareto["unet_forwards"] >= sum(r["unet_forwards"] for r in pareto["rungs"]) > 0
     provenance = json.loads(out.read_text())["provenance"]["search"]
     assert provenance["halving_eta"] == 2 and provenance["rungs"] == [2, 4, 8]
+    assert {k: provenance[k] for k in ("allow_skip", "num_samples", "final_samples", "top_k")} == dict(
+        allow_skip=False, num_samples=2, final_samples=8, top_k=4)  # enough to tell how it was searched
     assert main([*args, "--halving-eta", "2", "--final-samples", "2"]) == 2
     assert "final_samples > num_samples" in capsys.readouterr().err

@@ -127,7 +127,9 @@ def run_search(model, job: SearchJob, scheduler_config: dict, accelerator=None, 
             budget=job.budget if job.budget_macs is None else None, budget_macs=budget, seed=job.seed,
             generations=job.generations, population=job.population, mode=job.mode, metric=job.metric,
             evaluations=result.evaluations, memo_hits=result.memo_hits, unet_forwards=result.unet_forwards,
-            seconds=seconds, halving_eta=job.halving_eta, rungs=[r.num_samples for r in result.rungs]))
+            seconds=seconds, halving_eta=job.halving_eta, rungs=[r.num_samples for r in result.rungs],
+            allow_skip=job.allow_skip, segments=job.segments, num_samples=job.num_samples,
+            final_samples=job.final_samples, top_k=job.top_k))
         schedule = schedule.with_macs(table).with_metrics(metrics).with_provenance(provenance)
         schedule.save(out)
         atomic_write_json(folder / "pareto.json", summary)
