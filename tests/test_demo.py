@@ -59,6 +59,8 @@ def test_shortened_demo_writes_every_promised_file_and_reuses_finished_stages(tm
     assert "full width" in md and "step-aware" in md and "grid.png" in md
     assert "## Frontier at the demo's size" in md and "domain FID at N = 6" in md and "DDSM widths only" in md
     assert "](frontier/steps6/benchmark.md)" in md                              # links point into frontier/
+    assert "Full model, 6 steps: FID" in md and "(the budgets' reference)" in md
+    assert all(line.count("Full model, 6 steps") <= 1 for line in md.splitlines())  # said once, not twice
     first = capsys.readouterr().out
     assert "done before, reused" not in first
 

@@ -132,9 +132,10 @@ def frontier_markdown(report: dict) -> str:
     for block in report["step_counts"]:
         s, full = block["steps"], block["full"]
         full_fid = "n/a" if full["fid"] is None else f"{full['fid']:.2f}"
-        lines += [f"## {report['scheduler']}, {s} steps", "",
-                  f"Full model, {s} steps: FID {full_fid} ({full['macs_ratio_to_reference']:.3f} of the "
-                  f"{ref['steps']}-step full model's MACs). Full model, {ref['steps']} steps: FID {ref_fid}.", "",
+        full_line = (f"Full model, {s} steps: FID {full_fid} (the budgets' reference)." if s == ref["steps"] else
+                     f"Full model, {s} steps: FID {full_fid} ({full['macs_ratio_to_reference']:.3f} of the "
+                     f"{ref['steps']}-step full model's MACs). Full model, {ref['steps']} steps: FID {ref_fid}.")
+        lines += [f"## {report['scheduler']}, {s} steps", "", full_line, "",
                   "| method | " + " | ".join(f"budget {b:g}" for b in report["budgets"]) + " |",
                   "|---|" + "---:|" * len(report["budgets"])]
         lines += [f"| {m['name']} | " + " | ".join(_cell(p) for p in m["points"]) + " |" for m in block["methods"]]
