@@ -15,13 +15,14 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
+    from ddsm.cli import add_mixed_precision_argument, add_run_arguments
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="SlimmableUNet directory (the model/ folder of a training run)")
+    add_run_arguments(p)
     p.add_argument("--schedule", required=True, help="schedule JSON (ddsm-schedule format)")
     p.add_argument("--num-samples", type=int, default=256, help="images per run (default 256)")
     p.add_argument("--seed", type=int, default=10_000,
                    help="images use seeds SEED..SEED+N-1 (default 10000: held out from search seeds 0..)")
-    p.add_argument("--config", help="experiment YAML (default: config.yaml beside the model folder)")
     p.add_argument("--scheduler", help="sample with this diffusers scheduler (the schedule is remapped)")
     p.add_argument("--no-inception", action="store_true", help="skip Inception FID (slow on a CPU: ~6 img/s)")
     p.add_argument("--inception-weights", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth instead of "
@@ -32,8 +33,7 @@ def main(argv=None) -> int:
     p.add_argument("--allow-fingerprint-mismatch", action="store_true",
                    help="use a schedule made for another model config, on purpose")
     p.add_argument("--output-dir", help="where the reports go (default: beside the schedule file)")
-    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], help="UNet forwards in bf16 or fp16 "
-                   "(fp16: CUDA only; metrics stay float32); default: accelerate launch's --mixed_precision, else no")
+    add_mixed_precision_argument(p)
     args = p.parse_args(argv)
     if args.num_samples < 2:
         p.error(f"--num-samples must be at least 2 (got {args.num_samples})")

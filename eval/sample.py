@@ -12,6 +12,8 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
+    from ddsm.cli import add_mixed_precision_argument
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="SlimmableUNet directory (the model/ folder of a training run)")
     src = p.add_mutually_exclusive_group()
@@ -30,8 +32,7 @@ def main(argv=None) -> int:
     p.add_argument("--allow-fingerprint-mismatch", action="store_true",
                    help="use a schedule made for another model config, on purpose")
     p.add_argument("--output-dir", default="samples", help="where grid.png, samples.npz and sample.json go")
-    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], help="UNet forwards in bf16 or fp16 "
-                   "(fp16: CUDA only); default: accelerate launch's --mixed_precision, else no")
+    add_mixed_precision_argument(p)
     args = p.parse_args(argv)
     if args.num_samples <= 0 or args.batch_size <= 0:
         p.error(f"--num-samples and --batch-size must be positive (got {args.num_samples}, {args.batch_size})")

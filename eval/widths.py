@@ -18,9 +18,10 @@ import sys
 
 
 def main(argv=None) -> int:
+    from ddsm.cli import add_mixed_precision_argument, add_run_arguments
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="SlimmableUNet directory (the model/ folder of a training run)")
-    p.add_argument("--config", help="experiment YAML (default: config.yaml beside the model folder)")
+    add_run_arguments(p)
     p.add_argument("--num-samples", type=int, default=256, help="images per row (default 256)")
     p.add_argument("--seed", type=int, default=10_000, help="seeds SEED..SEED+N-1 (default 10000, held out)")
     p.add_argument("--steps", type=int, help="sampling steps (default: the config's sampling.num_inference_steps)")
@@ -30,8 +31,7 @@ def main(argv=None) -> int:
                    help="separately trained dense models (SlimmableUNet folders) of width W's shape, one row each")
     p.add_argument("--json", help="also write the rows to this JSON file (atomically)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], help="UNet forwards in bf16 or fp16 "
-                   "(fp16: CUDA only; metrics stay float32); default: accelerate launch's --mixed_precision, else no")
+    add_mixed_precision_argument(p)
     args = p.parse_args(argv)
     if args.num_samples < 2:
         p.error(f"--num-samples must be at least 2 (got {args.num_samples})")
