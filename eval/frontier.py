@@ -58,8 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--top-k", type=int, help="candidates re-evaluated on --final-samples (default: the config's)")
     g.add_argument("--halving-eta", type=int, help="successive halving of the top k, --search-samples -> "
                    "--final-samples (1: off; default: the config's search.halving_eta)")
-    g.add_argument("--segments", type=int, help="group consecutive steps into this many genes (default: the "
-                   "config's; at most the smallest --steps)")
+    g.add_argument("--segments", type=int, help="group consecutive steps into this many genes (at most the "
+                   "smallest --steps; default: the config's search.segments, capped at each step count)")
     g.add_argument("--search-seed", type=int, help="seed of the evolution (default: the config's search.seed)")
     g.add_argument("--sample-seed", type=int, default=0, help="search images use seeds SAMPLE_SEED.. (default 0; "
                    "must not overlap the evaluation seeds)")
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
                 mutation_gene_prob=s.mutation_gene_prob, seed=pick(args.search_seed, s.seed),
                 sample_seed=args.sample_seed, dataset=cfg.data.name, data_root=cfg.data.root,
                 guidance_scale=cfg.sampling.guidance_scale, batch_size=args.batch_size, baselines=False)
-            if search.segments is not None and search.segments > min(args.steps):
+            if args.segments is not None and args.segments > min(args.steps):  # the config's value is capped
                 raise ValueError(f"--segments {search.segments} is above the smallest --steps {min(args.steps)}: "
                                  "expected at most that many genes")
         job = FrontierJob(benchmark=bench, search=search, steps=tuple(args.steps),

@@ -89,6 +89,17 @@ def test_plan_marks_budgets_below_the_cheapest_schedule_infeasible(tmp_path):
     assert "cheapest widths only schedule of 4 steps costs" in next(p.note for p in plan if p.source == "infeasible")
 
 
+def test_config_segments_are_an_upper_bound_at_each_step_count(tmp_path):
+    from ddsm.benchmark.frontier import segments_at
+
+    search = SearchJob(output="s.json", metric="fidelity", population=4, generations=1, num_samples=2,
+                       final_samples=2, top_k=1, segments=6)  # like a config's segments: 50 beside --steps 25 50
+    assert [segments_at(search, n) for n in (4, 6, 12)] == [None, None, 6]
+    assert segments_at(SearchJob(output="s.json"), 4) is None
+    plan = plan_schedules(_model(), _job(steps=(4, 6), search=search), tmp_path)  # no "segments=6" error at 4 steps
+    assert {p.source for p in plan} == {"search"} and len(plan) == 4
+
+
 @pytest.mark.parametrize("kw, message", [
     (dict(steps=(1,)), "--steps 1: expected step counts that are ints >= 2"),
     (dict(steps=(4, 4)), "duplicates"),

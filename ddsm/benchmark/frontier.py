@@ -40,7 +40,8 @@ from .frontier_report import frontier_report, write_frontier
 from .runner import run_benchmark
 from .schedules import assign_schedules
 
-__all__ = ["KINDS", "check_steps", "FrontierJob", "PlannedSchedule", "search_path", "plan_schedules", "run_frontier"]
+__all__ = ["KINDS", "check_steps", "FrontierJob", "PlannedSchedule", "segments_at", "search_path", "plan_schedules",
+           "run_frontier"]
 
 KINDS = ("widths", "skips")  # searched without skip genes (widths only), and with them (widths + skips)
 _SEARCH_KEYS = ("generations", "population", "metric", "seed", "mode")  # provenance.search checked on reuse
@@ -125,6 +126,12 @@ class PlannedSchedule:
                     widths=list(self.schedule.widths) if self.schedule is not None else None)
 
 
+def segments_at(search: SearchJob, steps: int) -> Optional[int]:
+    """The genes of a search at ``steps`` steps: ``search.segments`` is an upper bound (a config's ``segments: 50``
+    means one gene per step at 25 steps), None when it is one gene per step anyway."""
+    return None if search.segments is None or search.segments >= steps else search.segments
+
+
 def search_path(out, steps: int, budget: float, kind: str) -> Path:
     """Where the frontier saves the schedule it searched for ``steps``, ``budget`` and ``kind``."""
     return Path(out) / "searches" / f"steps{steps}" / f"budget{budget:g}" / kind / "schedule.json"
@@ -156,7 +163,8 @@ def plan_schedules(model, job: FrontierJob, out, given: Sequence[Tuple[str, Sche
                     item.source = "missing"
                     missing.append(item)
                 else:
-                    space = SearchSpace.build(table, steps, allow_skip=kind == "skips", segments=job.search.segments)
+                    space = SearchSpace.build(table, steps, allow_skip=kind == "skips",
+                                              segments=segments_at(job.search, steps))
                     cheapest = space.cost(space.cheapest()) / space.full_cost
                     if cheapest > budget * (1 + 1e-9):
                         item.source = "infeasible"
@@ -276,6 +284,7 @@ def _search(model, job: FrontierJob, item: PlannedSchedule, scheduler_config: di
     """Search one schedule into ``item.path`` (resuming from its checkpoint when a run was interrupted)."""
     path = Path(item.path)
     sjob = replace(job.search, output=str(path), budget=item.budget, budget_macs=None, num_steps=item.steps,
+                   segments=segments_at(job.search, item.steps),
                    allow_skip=item.kind == "skips", scheduler=job.benchmark.scheduler_name,
                    resume=(path.parent / "checkpoint.json").is_file())
     try:
