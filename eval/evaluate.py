@@ -38,16 +38,13 @@ def main(argv=None) -> int:
     if args.num_samples < 2:
         p.error(f"--num-samples must be at least 2 (got {args.num_samples})")
 
-    from ddsm.cli import fail, load_autoencoder, load_model, load_run_config
+    from ddsm.cli import fail, load_autoencoder, open_run
     from ddsm.evaluation import evaluate_schedule, write_report
-    from ddsm.runtime import make_accelerator
     from ddsm.sampling import SkipPolicy
     from ddsm.schedules import Schedule
 
     try:
-        accelerator = make_accelerator(args.mixed_precision)
-        model = load_model(args.model, device=accelerator.device)
-        cfg = load_run_config(args.model, args.config)
+        accelerator, model, cfg = open_run(args)
         schedule = Schedule.load(args.schedule, model=model,
                                  allow_fingerprint_mismatch=args.allow_fingerprint_mismatch)
         skip = SkipPolicy(delta=args.skip_delta, max_consecutive=args.skip_max) if args.skip_delta is not None else None

@@ -99,7 +99,8 @@ def main(argv=None) -> int:
                 population=pick(args.population, s.population), generations=pick(args.generations, s.generations),
                 num_samples=pick(args.search_samples, s.num_samples),
                 final_samples=pick(args.final_samples, s.final_samples), top_k=pick(args.top_k, s.top_k),
-                halving_eta=pick(args.halving_eta, s.halving_eta), crossover_prob=s.crossover_prob, mutation_prob=s.mutation_prob,
+                halving_eta=pick(args.halving_eta, s.halving_eta), crossover_prob=s.crossover_prob,
+                mutation_prob=s.mutation_prob,
                 mutation_gene_prob=s.mutation_gene_prob, seed=pick(args.search_seed, s.seed),
                 sample_seed=args.sample_seed, dataset=cfg.data.name, data_root=cfg.data.root,
                 guidance_scale=cfg.sampling.guidance_scale, batch_size=args.batch_size, baselines=False)

@@ -13,7 +13,6 @@ is that the supernet's width W matches or beats it. Exit codes: 0 done, 2 bad in
 """
 
 import argparse
-import json
 import sys
 
 
@@ -49,18 +48,15 @@ def main(argv=None) -> int:
 
     from tqdm.auto import tqdm
 
-    from ddsm.cli import fail, load_model, load_run_config
+    from ddsm.cli import fail, load_model, open_run
     from ddsm.evaluation import FeatureSpace
     from ddsm.models import macs_table
     from ddsm.evaluation.metrics import fidelity_summary
-    from ddsm.runtime import make_accelerator
     from ddsm.sampling import balanced_labels, build_scheduler, sample
     from ddsm.utils import atomic_write_json
 
     try:
-        accelerator = make_accelerator(args.mixed_precision)
-        model = load_model(args.model, device=accelerator.device)
-        cfg = load_run_config(args.model, args.config)
+        accelerator, model, cfg = open_run(args)
         steps = args.steps or cfg.sampling.num_inference_steps
         fewer = args.fewer_steps if args.fewer_steps is not None else [max(1, steps // 2)]
         if any(not 1 <= n < steps for n in fewer):
