@@ -54,21 +54,24 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from ddsm.cli import fail, load_autoencoder, open_run
-    from ddsm.search import SearchError
-    from ddsm.search import SearchJob, run_search
+    from ddsm.search import SearchError, SearchJob, run_search, segments_upto
 
     try:
         accelerator, model, cfg = open_run(args)
         s, smp = cfg.search, cfg.sampling
         pick = lambda flag, default: default if flag is None else flag  # noqa: E731
+        num_steps = pick(args.steps, smp.num_inference_steps)
+        # the config's segments is an upper bound (segments: 50 beside --steps 25: one gene per step); an explicit
+        # --segments above the step count is an error
+        segments = args.segments if args.segments is not None else segments_upto(s.segments, num_steps)
         job = SearchJob(
             output=args.output or str(Path(args.model).parent / "search" / "schedule.json"),
             budget=None if args.budget_macs is not None else pick(args.budget, s.budget),
             budget_macs=None if args.budget_macs is None else int(args.budget_macs),
             metric=pick(args.metric, s.metric), mode=pick(args.mode, s.mode),
             scheduler=pick(args.scheduler, smp.scheduler),
-            num_steps=pick(args.steps, smp.num_inference_steps), allow_skip=args.allow_skip or s.allow_skip,
-            segments=pick(args.segments, s.segments), population=pick(args.population, s.population),
+            num_steps=num_steps, allow_skip=args.allow_skip or s.allow_skip,
+            segments=segments, population=pick(args.population, s.population),
             generations=pick(args.generations, s.generations), num_samples=pick(args.num_samples, s.num_samples),
             final_samples=pick(args.final_samples, s.final_samples), top_k=pick(args.top_k, s.top_k),
             halving_eta=pick(args.halving_eta, s.halving_eta),

@@ -83,6 +83,23 @@ def test_evolve_cli_rejects_bad_arguments(run_dir, tmp_path, capsys, args, messa
     assert not (tmp_path / "s.json").exists()
 
 
+def test_evolve_cli_config_segments_are_an_upper_bound(run_dir, tmp_path, capsys):
+    """configs/fashion.yaml's segments: 50 beside --steps 8: one gene per step; an explicit --segments 50 fails."""
+    config = tmp_path / "experiment.yaml"
+    ExperimentConfig.from_dict({"model": tiny_unet_kwargs(), "search": {"segments": 50}}).save(config)
+    evolve = _script("search/evolve.py")
+    out = tmp_path / "s.json"
+    base = ["--model", str(run_dir / "model"), "--config", str(config), "--budget", "0.5", "--metric", "fidelity",
+            "--no-baselines", *SMALL]
+    assert evolve.main([*base, "--output", str(out)]) == 0, capsys.readouterr().err[-2000:]
+    schedule = Schedule.load(out)
+    assert len(schedule) == 8 and schedule.provenance["search"]["segments"] is None
+
+    assert evolve.main([*base, "--output", str(tmp_path / "t.json"), "--segments", "50"]) != 0
+    assert "segments=50: expected 1..num_steps (8)" in capsys.readouterr().err
+    assert not (tmp_path / "t.json").exists()
+
+
 def test_evaluate_cli_writes_both_reports(run_dir, tmp_path):
     model = SlimmableUNet.from_pretrained(run_dir / "model")
     from diffusers import DDIMScheduler

@@ -29,7 +29,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from ..models import macs_table
 from ..runtime import model_device
 from ..schedules import Schedule
-from ..search import SearchError, SearchJob, SearchSettings, SearchSpace, run_search
+from ..search import SearchError, SearchJob, SearchSettings, SearchSpace, run_search, segments_upto
 from ..baselines import BenchmarkError
 from ..utils import atomic_write_json
 from .job import BenchmarkJob
@@ -127,9 +127,8 @@ class PlannedSchedule:
 
 
 def segments_at(search: SearchJob, steps: int) -> Optional[int]:
-    """The genes of a search at ``steps`` steps: ``search.segments`` is an upper bound (a config's ``segments: 50``
-    means one gene per step at 25 steps), None when it is one gene per step anyway."""
-    return None if search.segments is None or search.segments >= steps else search.segments
+    """The genes of a search at ``steps`` steps: ``search.segments`` is an upper bound (:func:`segments_upto`)."""
+    return segments_upto(search.segments, steps)
 
 
 def search_path(out, steps: int, budget: float, kind: str) -> Path:

@@ -15,12 +15,18 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from deap import base, tools
 from deap.tools import emo
 
-__all__ = ["SearchError", "QualityFitness", "ParetoFitness", "Genome", "SearchSpace", "two_point_crossover", "mutate",
+__all__ = ["SearchError", "segments_upto", "QualityFitness", "ParetoFitness", "Genome", "SearchSpace", "two_point_crossover", "mutate",
            "repair", "initial_genomes", "tournament_selector"]
 
 
 class SearchError(ValueError):
     """Search arguments that cannot work (budget out of range or below the cheapest schedule, ...)."""
+
+
+def segments_upto(segments: Optional[int], num_steps: int) -> Optional[int]:
+    """Genes of a search at ``num_steps`` steps when ``segments`` is an upper bound (a config's ``segments: 50``
+    means one gene per step at 25 steps): None (one gene per step) when ``segments`` is None or >= ``num_steps``."""
+    return None if segments is None or segments >= num_steps else segments
 
 
 class QualityFitness(base.Fitness):
