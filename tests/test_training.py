@@ -258,6 +258,38 @@ def test_full_width_steps_train_the_largest_width_alone_then_the_sandwich(tmp_pa
         _config(full_width_steps=-1)
 
 
+def test_reorder_channels_runs_once_as_the_sandwich_starts_and_resumes_exactly(tmp_path, monkeypatch):
+    import ddsm.training.trainer as trainer_module
+
+    calls = []
+    real = trainer_module.reorder_
+
+    def spy(model, mirrors, optimizer):
+        calls.append(trainer.step)
+        return real(model, mirrors, optimizer)
+
+    monkeypatch.setattr(trainer_module, "reorder_", spy)
+    cfg = _config(max_steps=4, full_width_steps=2, sandwich_widths=3, reorder_channels=True, checkpoint_every=100,
+                  sample_images=0)
+    trainer = SlimmableTrainer(cfg, tmp_path / "a", progress=False)
+    trainer.train()
+    assert calls == [2]
+    # stopped at the warm-up's end (before the reordering) and resumed: the same weights as straight through
+    trainer = SlimmableTrainer(cfg, tmp_path / "b", max_steps=2, progress=False)
+    trainer.train()
+    trainer = SlimmableTrainer(cfg, tmp_path / "b", resume=True, progress=False)
+    trainer.train()
+    assert calls == [2, 2]
+    a, b = (load_file(tmp_path / f"{r}/checkpoints/step-00000004/model.safetensors") for r in "ab")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    plain = SlimmableTrainer(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, reorder_channels=False)),
+                             tmp_path / "c", progress=False)
+    plain.train()
+    c = load_file(tmp_path / "c/checkpoints/step-00000004/model.safetensors")
+    assert calls == [2, 2] and any(not torch.equal(a[k], c[k]) for k in a)
+
+
 def test_checkpoints_are_renamed_into_place_and_pruned(tmp_path):
     run = RunDirectory(tmp_path)
     assert run.latest_checkpoint() is None

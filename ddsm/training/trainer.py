@@ -7,7 +7,8 @@ One optimisation step (DDSM, following the sandwich rule of slimmable networks /
    null class (classifier-free guidance);
 2. pick the widths of this step: the largest, the smallest and ``sandwich_widths - 2`` others drawn at random
    (:func:`sandwich_widths`); during the first ``full_width_steps`` steps, the largest width alone (a dense warm-up
-   that the narrower widths then inherit, as once-for-all's progressive shrinking starts from the full network);
+   that the narrower widths then inherit, as once-for-all's progressive shrinking starts from the full network;
+   with ``reorder_channels`` its channels are then sorted by importance, :mod:`ddsm.models.reorder`);
 3. for each width, on the *same* ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`` (DDPM eq. 4), regress the target
    (``eps`` for epsilon prediction, DDPM eq. 14) and back-propagate; the gradients of all widths add up. With
    in-place distillation the narrower widths also (or, ``distill_only``, instead) regress the largest width's
@@ -31,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..config import ConfigError, ExperimentConfig
 from ..models import encode_latents
+from ..models.reorder import reorder_
 from ..threads import adapt_threads
 from ..utils import PathLike, canonical_config
 from .inputs import (check_data_fits_model, check_resume_config, dataset_for_training, load_autoencoder_for,
@@ -108,8 +110,7 @@ class SlimmableTrainer:
             self.accelerator.load_state(str(self.resumed_from))
         self._ema_model, self._macs = None, None
         saved = load_teacher(self.run.root, self.accelerator.device) if tc.teacher_weight > 0 else None
-        self.teacher = saved if saved is not None else self.teacher
-        self._teacher_saved = saved is not None
+        self.teacher, self._teacher_saved = (saved if saved is not None else self.teacher), saved is not None
 
     # -- set-up helpers -----------------------------------------------------------------------------------------
 
@@ -262,6 +263,8 @@ class SlimmableTrainer:
         self.model.train()
         while self.step < tc.max_steps:
             adapt_threads()
+            if tc.reorder_channels and self.step == tc.full_width_steps:  # once, as the sandwich starts
+                reorder_(self.unwrapped, [self.ema.shadow_params], self.optimizer)
             self._keep_teacher()
             t0 = time.perf_counter()
             last, grad_norm = self._optimizer_step(batches, window)
@@ -385,8 +388,7 @@ class SlimmableTrainer:
             model = self.ema_model()
             save_pretrained_atomically(lambda d: model.save_pretrained(d), model_dir)
             save_pretrained_atomically(lambda d: self.noise_scheduler.save_pretrained(d), self.run.root / "scheduler")
-            if self.autoencoder is not None:
-                vae = self.autoencoder
+            if (vae := self.autoencoder) is not None:
                 save_pretrained_atomically(lambda d: vae.save_pretrained(d), self.run.root / "autoencoder")
             self.config.save(self.run.config_path)
         acc.wait_for_everyone()

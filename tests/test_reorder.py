@@ -1,0 +1,86 @@
+"""Importance reordering (ddsm.models.reorder): free at width 1.0, the strongest channels first, training state kept
+in step."""
+
+import copy
+
+import pytest
+import torch
+
+from ddsm.models.reorder import channel_orders, reorder_
+
+
+def _forward(model, width, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, 1, 16, 16, generator=g)
+    t = torch.tensor([10, 400, 900])
+    labels = torch.tensor([1, 5, 10])
+    with torch.no_grad():
+        return model(x, t, class_labels=labels, width=width).sample
+
+
+def test_reorder_keeps_the_full_width_function_and_changes_the_narrow_ones(tiny_unet):
+    before = {w: _forward(tiny_unet, w) for w in tiny_unet.width_choices}
+    plan = reorder_(tiny_unet)
+    assert any(not torch.equal(index, torch.arange(len(index))) for orders in plan.values() for _, index in orders)
+    torch.testing.assert_close(_forward(tiny_unet, 1.0), before[1.0], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(_forward(tiny_unet, 0.5), before[0.5], atol=1e-3)
+
+
+def test_reorder_puts_whole_groups_and_heads_by_importance_first(tiny_unet):
+    reorder_(tiny_unet)
+    block = tiny_unet.down_blocks[1].resnets[0]
+    cpg = block.norm2.channels_per_group
+    groups = block.conv2.weight.abs().sum(dim=(0, 2, 3)).reshape(-1, cpg).sum(1)
+    assert torch.all(groups[:-1] >= groups[1:])          # sorted, largest first
+    attention = tiny_unet.down_blocks[1].attentions[0]
+    heads = attention.to_out[0].weight.abs().sum(0).reshape(-1, attention.head_dim).sum(1)
+    assert torch.all(heads[:-1] >= heads[1:])
+    # a second pass finds nothing to move
+    again = channel_orders(tiny_unet)
+    assert all(torch.equal(index, torch.arange(len(index))) for orders in again.values() for _, index in orders)
+
+
+def test_reorder_moves_groups_whole(tiny_unet):
+    block = tiny_unet.up_blocks[0].resnets[0]
+    members = block.conv2.weight.detach().clone()
+    reorder_(tiny_unet)
+    cpg = block.norm2.channels_per_group
+    old = members.reshape(members.shape[0], -1, cpg, *members.shape[2:])
+    new = block.conv2.weight.detach().reshape(old.shape)
+    # every new group is one of the old groups, channels in their old order
+    for g in range(new.shape[1]):
+        assert any(torch.equal(new[:, g], old[:, h]) for h in range(old.shape[1]))
+
+
+def test_reorder_permutes_the_moving_average_and_adam_moments_alike(tiny_unet):
+    model = tiny_unet.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    _forward_train(model).backward()
+    optimizer.step()
+    moments = {name: {k: v.clone() for k, v in optimizer.state[p].items()} for name, p in model.named_parameters()}
+    shadow = [p.detach().clone() * 2 for p in model.parameters()]   # a stand-in EMA: twice the weights
+
+    plan = reorder_(model, mirrors=[shadow], optimizer=optimizer)
+    moved = 0
+    for (name, p), s in zip(model.named_parameters(), shadow):
+        torch.testing.assert_close(s, p.detach() * 2, msg=name)       # the mirror moved with its parameter
+        for key in ("exp_avg", "exp_avg_sq"):                         # so did Adam's moments, index for index
+            expected = moments[name][key]
+            for dim, index in plan.get(name, []):
+                expected = expected.index_select(dim, index)
+            assert torch.equal(optimizer.state[p][key], expected), (name, key)
+            moved += not torch.equal(expected, moments[name][key])
+        assert torch.equal(optimizer.state[p]["step"], moments[name]["step"])
+    assert moved > 0
+
+
+def test_reorder_rejects_a_mirror_of_another_model(tiny_unet):
+    with pytest.raises(ValueError, match="a mirror holds 1 tensors"):
+        reorder_(tiny_unet, mirrors=[[torch.zeros(1)]])
+
+
+def _forward_train(model):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 1, 16, 16, generator=g)
+    out = model(x, torch.tensor([1, 200, 500, 999]), class_labels=torch.tensor([0, 1, 2, 3]), width=1.0).sample
+    return out.square().mean()
