@@ -83,7 +83,7 @@ class TrainConfig(Section):
     sandwich_widths: int = setting(4, gt=0)          # widths per step: largest + smallest + (n-2) random others
     full_width_steps: int = setting(0, ge=0)  # the first steps train the largest width alone (a dense warm-up)
     reorder_channels: bool = False    # when the sandwich starts (after the warm-up, or at step 0 after --init-from),
-    #   permute channels by importance so the narrow widths start from the strongest (ddsm.models.reorder)
+    #   sort channels, heads and shared streams by importance (free at width 1.0; ddsm.models.reorder)
     distill_weight: float = setting(0.0, ge=0)  # in-place distillation: weight of the MSE to the full width's output
     distill_only: bool = False        # small widths learn only from the full width (no ground-truth loss)
     teacher_weight: float = setting(0.0, ge=0)  # every width also regresses a frozen dense teacher (--init-from's
