@@ -2,6 +2,7 @@
 benchmark per step count, the frontier's table and plots, and clear errors for bad input."""
 
 import json
+import re
 
 import pytest
 from diffusers import DDIMScheduler
@@ -188,6 +189,15 @@ def test_frontier_cli_end_to_end_resumes_and_reuses(run_dir, tmp_path, fast_doma
     assert "| method | budget 0.5 | budget 0.7 |" in md
     assert "FID: domain FID (random-conv-test-features" in md and "N = 6 samples per method" in md
     assert "Full model, 8 steps: FID" in md and "Inception FID was not computed" in md
+    assert "| steps | budget | kind | MACs ratio | steps per width (skipped) |" in md
+    for x in report["searches"]:  # one row per schedule: its steps per width add up to its step count
+        row = next(line for line in md.splitlines()
+                   if line.startswith(f"| {x['steps']} | {x['budget']:g} | "
+                                      f"{'widths + skips' if x['kind'] == 'skips' else 'widths only'} |"))
+        genes = row.split("|")[5]
+        counts = [int(n) for n in re.findall(r": (\d+)", genes)]
+        assert sum(counts) == x["steps"], row
+        assert ("skipped" in genes) == (0.0 in x["widths"]), row
 
     calls.update(search=0, benchmark=0)
     capsys.readouterr()

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -148,10 +149,27 @@ def frontier_markdown(report: dict) -> str:
               f"{len(searched)} (step count, budget, kind) schedules: {counts['searched']} searched in this run, "
               f"{counts['reused']} reused from an earlier run, {counts['given']} given (--schedules-dir), "
               f"{counts['infeasible']} infeasible.", ""]
+    lines += _genes_table(searched)
     infeasible = [f"- {x['steps']} steps, budget {x['budget']:g}, {x['kind']}: {x['note']}" for x in searched
                   if x["source"] == "infeasible"]
     lines += [*infeasible, *([""] if infeasible else []), *[f"- {n}" for n in report["notes"]], ""]
     return "\n".join(lines)
+
+
+def _genes_table(searched: List[dict]) -> List[str]:
+    """Per DDSM schedule, how many of its steps run at each width and how many it skips: do the narrow widths
+    earn a place, or does the search spend its budget on full-width steps?"""
+    rows = [x for x in searched if x.get("widths")]
+    if not rows:
+        return []
+    lines = ["| steps | budget | kind | MACs ratio | steps per width (skipped) |", "|---:|---:|---|---:|---|"]
+    for x in rows:
+        count = Counter(float(w) for w in x["widths"])
+        genes = ", ".join(f"{w:g}: {count[w]}" for w in sorted((w for w in count if w > 0), reverse=True))
+        skipped = f" (skipped: {count[0.0]})" if count.get(0.0) else ""
+        kind = "widths + skips" if x["kind"] == "skips" else "widths only"
+        lines.append(f"| {x['steps']} | {x['budget']:g} | {kind} | {x['macs_ratio']:.3f} | {genes}{skipped} |")
+    return lines + [""]
 
 
 def plot_frontier(report: dict, steps: int, path) -> Path:
