@@ -290,6 +290,45 @@ def test_reorder_channels_runs_once_as_the_sandwich_starts_and_resumes_exactly(t
     assert calls == [2, 2] and any(not torch.equal(a[k], c[k]) for k in a)
 
 
+def test_reorder_channels_never_runs_twice_nor_after_init_from_a_trained_supernet(tmp_path, monkeypatch):
+    import ddsm.training.trainer as trainer_module
+
+    calls = []
+    real = trainer_module.reorder_
+    monkeypatch.setattr(trainer_module, "reorder_", lambda *a: calls.append(1) or real(*a))
+    raw = _raw(max_steps=3, full_width_steps=2, sandwich_widths=3, reorder_channels=True, checkpoint_every=100,
+               sample_images=0)
+    SlimmableTrainer(ExperimentConfig.from_dict(raw), tmp_path / "a", progress=False).train()
+    assert calls == [1]
+    # resumed with a later warm-up end (the train section may change on --resume): already reordered, not again
+    raw["train"].update(full_width_steps=3, max_steps=5)
+    SlimmableTrainer(ExperimentConfig.from_dict(raw), tmp_path / "a", resume=True, progress=False).train()
+    assert calls == [1]
+
+    # --init-from a multi-width supernet: its narrow widths are trained, so never reordered; from a dense one at
+    # the sandwich's start (here step 0)
+    raw["train"].update(full_width_steps=0, max_steps=1)
+    config = ExperimentConfig.from_dict(raw)
+    SlimmableTrainer(config, tmp_path / "b", init_from=tmp_path / "a" / "model", progress=False).train()
+    assert calls == [1]
+    dense = SlimmableUNet(**dict(raw["model"], width_choices=[1.0]))
+    dense.save_pretrained(tmp_path / "dense")
+    SlimmableTrainer(config, tmp_path / "c", init_from=tmp_path / "dense", progress=False).train()
+    assert calls == [1, 1]
+
+
+def test_step_counter_reads_checkpoints_from_before_the_reorder_flag():
+    from ddsm.training.run import StepCounter
+
+    counter = StepCounter()
+    counter.load_state_dict({"step": 7})
+    assert (counter.step, counter.reordered) == (7, False)
+    counter.reordered = True
+    again = StepCounter()
+    again.load_state_dict(counter.state_dict())
+    assert (again.step, again.reordered) == (7, True)
+
+
 def test_checkpoints_are_renamed_into_place_and_pruned(tmp_path):
     run = RunDirectory(tmp_path)
     assert run.latest_checkpoint() is None

@@ -82,8 +82,9 @@ class TrainConfig(Section):
     ema_decay: float = setting(0.995, ge=0, lt=1)
     sandwich_widths: int = setting(4, gt=0)          # widths per step: largest + smallest + (n-2) random others
     full_width_steps: int = setting(0, ge=0)  # the first steps train the largest width alone (a dense warm-up)
-    reorder_channels: bool = False    # when the sandwich starts (after the warm-up, or at step 0 after --init-from),
-    #   sort channels, heads and shared streams by importance (free at width 1.0; ddsm.models.reorder)
+    reorder_channels: bool = False    # once, at step full_width_steps (the sandwich's start): sort channels, heads
+    #   and shared streams by importance (free at width 1.0; ddsm.models.reorder). Never after --init-from of a
+    #   supernet trained at several widths (its narrow widths are trained already)
     distill_weight: float = setting(0.0, ge=0)  # in-place distillation: weight of the MSE to the full width's output
     distill_only: bool = False        # small widths learn only from the full width (no ground-truth loss)
     teacher_weight: float = setting(0.0, ge=0)  # every width also regresses a frozen dense teacher (--init-from's

@@ -35,6 +35,13 @@ def load_init_model(path: PathLike, model_section: Mapping):
     return SlimmableUNet.from_dense(dense, **kwargs)
 
 
+def narrow_widths_trained(path: PathLike) -> bool:
+    """Whether an ``--init-from`` folder is a SlimmableUNet trained at several widths: its narrow widths are trained
+    already, so ``train.reorder_channels`` must not shuffle them (a dense model's are not)."""
+    config = json.loads((Path(path) / "config.json").read_text())
+    return config.get("_class_name") == SlimmableUNet.__name__ and len(config.get("width_choices") or ()) > 1
+
+
 def load_autoencoder_for(config: ExperimentConfig):
     """The config's autoencoder (frozen), checked to make the latents the model section takes."""
     vae = load_autoencoder(config.autoencoder)

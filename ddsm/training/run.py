@@ -112,16 +112,17 @@ class ShardedBatchSampler(Sampler):
 
 
 class StepCounter:
-    """The optimiser step, checkpointed through accelerate's custom-object registry."""
+    """The optimiser step, and whether the channels were reordered (``train.reorder_channels``: once per run),
+    checkpointed through accelerate's custom-object registry."""
 
     def __init__(self):
-        self.step = 0
+        self.step, self.reordered = 0, False
 
     def state_dict(self) -> dict:
-        return {"step": self.step}
+        return {"step": self.step, "reordered": self.reordered}
 
     def load_state_dict(self, state: Mapping) -> None:
-        self.step = int(state["step"])
+        self.step, self.reordered = int(state["step"]), bool(state.get("reordered", False))  # older: no flag
 
 
 _CHECKPOINT = re.compile(r"^step-(\d+)$")

@@ -15,8 +15,7 @@ One optimisation step (DDSM, following the sandwich rule of slimmable networks /
    detached prediction (:func:`sandwich_losses`);
 4. clip the gradient norm, take one AdamW step (linear warm-up), update the EMA of the weights.
 
-Everything random is counter-based and every piece of state is checkpointed (:mod:`ddsm.training.run`), so a run
-resumed from a checkpoint continues exactly as if it had never stopped.
+Randomness is counter-based and all state checkpointed (:mod:`ddsm.training.run`): a resumed run is exact.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from ..models.reorder import reorder_
 from ..threads import adapt_threads
 from ..utils import PathLike, canonical_config
 from .inputs import (check_data_fits_model, check_resume_config, dataset_for_training, load_autoencoder_for,
-                     load_init_model)
+                     load_init_model, narrow_widths_trained)
 from .monitor import LossWindow, grid_nrow, loss_key, macs_table_or_zeros, sample_grid_images
 from .run import (RunDirectory, ShardedBatchSampler, StepCounter, TrainingDiverged, make_accelerator,
                   save_pretrained_atomically, step_generator, step_seed, warmup_lambda, with_max_steps)
@@ -102,6 +101,7 @@ class SlimmableTrainer:
         self.noise_scheduler = DDPMScheduler(**self.config.diffusion.scheduler_config())
         self.widths = tuple(sorted(model.width_choices, reverse=True))
         self._prepare_optimisation(model)
+        self.counter.reordered = init_from is not None and narrow_widths_trained(init_from)  # never re-sort those
         if self.autoencoder is not None:
             self.autoencoder.to(self.accelerator.device)
 
@@ -227,9 +227,8 @@ class SlimmableTrainer:
     def _check_finite(self, step_loss: torch.Tensor, grad_norm: Optional[torch.Tensor],
                       per_width: Dict[float, float]) -> None:
         """Stop, on every process at once, before a non-finite loss or gradient reaches the weights."""
-        device = step_loss.device
-        norm = grad_norm.detach().float().reshape(()).to(device) if grad_norm is not None else torch.zeros((),
-                                                                                                         device=device)
+        zero = torch.zeros((), device=step_loss.device)
+        norm = grad_norm.detach().float().reshape(()).to(zero.device) if grad_norm is not None else zero
         flags = self.accelerator.reduce(torch.stack([step_loss.detach().float().reshape(()), norm]), reduction="sum")
         if torch.isfinite(flags).all():
             return
@@ -263,8 +262,9 @@ class SlimmableTrainer:
         self.model.train()
         while self.step < tc.max_steps:
             adapt_threads()
-            if tc.reorder_channels and self.step == tc.full_width_steps:  # once, as the sandwich starts
-                reorder_(self.unwrapped, [self.ema.shadow_params], self.optimizer)
+            if tc.reorder_channels and self.step == tc.full_width_steps and not self.counter.reordered:
+                self.counter.reordered = bool(reorder_(self.unwrapped, [self.ema.shadow_params], self.optimizer))
+                acc.print(f"step {self.step}: channels reordered by importance for the narrow widths")
             self._keep_teacher()
             t0 = time.perf_counter()
             last, grad_norm = self._optimizer_step(batches, window)
