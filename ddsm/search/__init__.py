@@ -1,8 +1,8 @@
 """The search stage: the DEAP evolution over per-step widths (pure), successive halving for its final choice, the
 search job around it, and the proxy check (do the search's scores rank schedules as a held-out FID does?)."""
 
-from .space import (SearchSpace, Genome, SearchError, segments_upto, two_point_crossover, mutate, repair, initial_genomes,
-                    tournament_selector)
+from .space import (SearchSpace, Genome, SearchError, segments_upto, two_point_crossover, mutate, repair,
+                    initial_genomes, tournament_selector)
 from .halving import Candidate, Rung, halving_rungs, successive_halving
 from .evolution import SearchSettings, SearchResult, evolve
 from .fingerprint import search_objective, state_dict_sha256

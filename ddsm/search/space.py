@@ -15,8 +15,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from deap import base, tools
 from deap.tools import emo
 
-__all__ = ["SearchError", "segments_upto", "QualityFitness", "ParetoFitness", "Genome", "SearchSpace", "two_point_crossover", "mutate",
-           "repair", "initial_genomes", "tournament_selector"]
+__all__ = ["SearchError", "segments_upto", "QualityFitness", "ParetoFitness", "Genome", "SearchSpace",
+           "two_point_crossover", "mutate", "repair", "initial_genomes", "tournament_selector"]
 
 
 class SearchError(ValueError):
