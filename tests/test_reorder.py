@@ -40,6 +40,27 @@ def test_reorder_puts_whole_groups_and_heads_by_importance_first(tiny_unet):
     assert all(torch.equal(index, torch.arange(len(index))) for orders in again.values() for _, index in orders)
 
 
+def test_single_head_attention_is_sorted_channel_by_channel():
+    from conftest import tiny_unet_kwargs
+    from ddsm.models import SlimmableUNet
+
+    torch.manual_seed(0)
+    model = SlimmableUNet(**tiny_unet_kwargs(attention_head_dim=None)).eval()
+    attention = model.down_blocks[1].attentions[0]
+    assert not attention.head_dim
+    q, k, v, out = (w.detach().clone() for w in (attention.to_q.weight, attention.to_k.weight,
+                                                 attention.to_v.weight, attention.to_out[0].weight))
+    reorder_(model, streams=False)
+    new_q, new_k = attention.to_q.weight.detach(), attention.to_k.weight.detach()
+    new_v, new_out = attention.to_v.weight.detach(), attention.to_out[0].weight.detach()
+    qk = new_q.abs().sum(1) * new_k.abs().sum(1)
+    assert torch.all(qk[:-1] >= qk[1:]) and torch.all(new_out.abs().sum(0)[:-1] >= new_out.abs().sum(0)[1:])
+    moved = [int((q == row).all(1).nonzero()) for row in new_q]       # q and k rows move together,
+    assert moved != list(range(len(moved))) and torch.equal(new_k, k[moved])
+    moved = [int((v == row).all(1).nonzero()) for row in new_v]       # v rows with to_out's columns
+    assert moved != list(range(len(moved))) and torch.equal(new_out, out[:, moved])
+
+
 def test_reorder_moves_groups_whole(tiny_unet):
     block = tiny_unet.up_blocks[0].resnets[0]
     members = block.conv2.weight.detach().clone()

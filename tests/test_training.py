@@ -290,7 +290,7 @@ def test_reorder_channels_runs_once_as_the_sandwich_starts_and_resumes_exactly(t
     assert calls == [2, 2] and any(not torch.equal(a[k], c[k]) for k in a)
 
 
-def test_reorder_channels_never_runs_twice_nor_after_init_from_a_trained_supernet(tmp_path, monkeypatch):
+def test_reorder_channels_never_runs_twice_nor_after_init_from_a_trained_supernet(tmp_path, monkeypatch, capsys):
     import ddsm.training.trainer as trainer_module
 
     calls = []
@@ -309,8 +309,10 @@ def test_reorder_channels_never_runs_twice_nor_after_init_from_a_trained_superne
     # the sandwich's start (here step 0)
     raw["train"].update(full_width_steps=0, max_steps=1)
     config = ExperimentConfig.from_dict(raw)
+    capsys.readouterr()
     SlimmableTrainer(config, tmp_path / "b", init_from=tmp_path / "a" / "model", progress=False).train()
     assert calls == [1]
+    assert "reorder_channels: not sorting" in capsys.readouterr().out   # said, not silently skipped
     dense = SlimmableUNet(**dict(raw["model"], width_choices=[1.0]))
     dense.save_pretrained(tmp_path / "dense")
     SlimmableTrainer(config, tmp_path / "c", init_from=tmp_path / "dense", progress=False).train()
@@ -327,6 +329,11 @@ def test_step_counter_reads_checkpoints_from_before_the_reorder_flag():
     again = StepCounter()
     again.load_state_dict(counter.state_dict())
     assert (again.step, again.reordered) == (7, True)
+    # an older checkpoint resumed after --init-from a trained supernet keeps the trainer's "never sort" flag
+    fixed = StepCounter()
+    fixed.reordered = True
+    fixed.load_state_dict({"step": 3})
+    assert (fixed.step, fixed.reordered) == (3, True)
 
 
 def test_checkpoints_are_renamed_into_place_and_pruned(tmp_path):

@@ -9,6 +9,8 @@ the L1 norm of the weights that read it:
 * the hidden channels of every ResNet block (conv1's outputs, the time projection, norm2, conv2's inputs), whole
   GroupNorm groups at a time, so every group keeps its members and its statistics;
 * the heads of every attention block (q, k, v rows and the output projection's columns), whole heads at a time;
+  in single-head attention its channels one by one: q and k rows together (by the product of their L1 norms), v
+  rows with the output projection's columns;
 * the hidden units of the time embedding MLP (linear_1's outputs, linear_2's inputs);
 * the channel *streams* of the :class:`~ddsm.models.SlimmableUNet` (``streams=True``): every set of channels that
   several layers share, traced through the network (:func:`unet_streams`): an identity shortcut or attention's
@@ -198,6 +200,11 @@ def channel_orders(model: nn.Module, streams: bool = True) -> Dict[str, List[Ord
                 index = _grouped_order(score, m.head_dim)
                 add(prefix, index, [(f"to_{p}.{k}", 0) for p in "qkv" for k in ("weight", "bias")]
                     + [("to_out.0.weight", 1)])
+            elif isinstance(m, AttentionBlock):  # one head over all channels: q.k sums over them, v meets to_out
+                qk = (m.to_q.weight.abs().sum(dim=1) * m.to_k.weight.abs().sum(dim=1)).float().cpu()
+                add(prefix, _grouped_order(qk, 1), [(f"to_{p}.{k}", 0) for p in "qk" for k in ("weight", "bias")])
+                score = m.to_out[0].weight.abs().sum(dim=0).float().cpu()
+                add(prefix, _grouped_order(score, 1), [("to_v.weight", 0), ("to_v.bias", 0), ("to_out.0.weight", 1)])
             elif isinstance(m, TimestepEmbedding):
                 score = m.linear_2.weight.abs().sum(dim=0).float().cpu()
                 index = _grouped_order(score, 1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import yaml
 
@@ -40,6 +40,16 @@ def narrow_widths_trained(path: PathLike) -> bool:
     already, so ``train.reorder_channels`` must not shuffle them (a dense model's are not)."""
     config = json.loads((Path(path) / "config.json").read_text())
     return config.get("_class_name") == SlimmableUNet.__name__ and len(config.get("width_choices") or ()) > 1
+
+
+def channel_order_fixed(init_from, reorder_channels: bool, say: Callable[[str], None]) -> bool:
+    """Whether ``train.reorder_channels`` must leave this run's channels alone: ``--init-from`` a supernet trained
+    at several widths. Says so when the option is on, so that a skipped sort is never silent."""
+    fixed = init_from is not None and narrow_widths_trained(init_from)
+    if fixed and reorder_channels:
+        say(f"train.reorder_channels: not sorting, --init-from {init_from} is a supernet trained at several widths "
+            "(sorting would scramble its trained narrow widths)")
+    return fixed
 
 
 def load_autoencoder_for(config: ExperimentConfig):

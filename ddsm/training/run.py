@@ -122,7 +122,7 @@ class StepCounter:
         return {"step": self.step, "reordered": self.reordered}
 
     def load_state_dict(self, state: Mapping) -> None:
-        self.step, self.reordered = int(state["step"]), bool(state.get("reordered", False))  # older: no flag
+        self.step, self.reordered = int(state["step"]), bool(state.get("reordered", self.reordered))  # older: no flag
 
 
 _CHECKPOINT = re.compile(r"^step-(\d+)$")

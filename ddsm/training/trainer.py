@@ -34,8 +34,8 @@ from ..models import encode_latents
 from ..models.reorder import reorder_
 from ..threads import adapt_threads
 from ..utils import PathLike, canonical_config
-from .inputs import (check_data_fits_model, check_resume_config, dataset_for_training, load_autoencoder_for,
-                     load_init_model, narrow_widths_trained)
+from .inputs import (channel_order_fixed, check_data_fits_model, check_resume_config, dataset_for_training,
+                     load_autoencoder_for, load_init_model)
 from .monitor import LossWindow, grid_nrow, loss_key, macs_table_or_zeros, sample_grid_images
 from .run import (RunDirectory, ShardedBatchSampler, StepCounter, TrainingDiverged, make_accelerator,
                   save_pretrained_atomically, step_generator, step_seed, warmup_lambda, with_max_steps)
@@ -101,7 +101,7 @@ class SlimmableTrainer:
         self.noise_scheduler = DDPMScheduler(**self.config.diffusion.scheduler_config())
         self.widths = tuple(sorted(model.width_choices, reverse=True))
         self._prepare_optimisation(model)
-        self.counter.reordered = init_from is not None and narrow_widths_trained(init_from)  # never re-sort those
+        self.counter.reordered = channel_order_fixed(init_from, tc.reorder_channels, self.accelerator.print)
         if self.autoencoder is not None:
             self.autoencoder.to(self.accelerator.device)
 
