@@ -195,16 +195,16 @@ def channel_orders(model: nn.Module, streams: bool = True) -> Dict[str, List[Ord
                 add(prefix, index, [("conv1.weight", 0), ("conv1.bias", 0), ("time_emb_proj.weight", 0),
                                     ("time_emb_proj.bias", 0), ("norm2.weight", 0), ("norm2.bias", 0),
                                     ("conv2.weight", 1)])
-            elif isinstance(m, AttentionBlock) and m.head_dim:
+            elif isinstance(m, AttentionBlock):
                 score = m.to_out[0].weight.abs().sum(dim=0).float().cpu()
-                index = _grouped_order(score, m.head_dim)
-                add(prefix, index, [(f"to_{p}.{k}", 0) for p in "qkv" for k in ("weight", "bias")]
-                    + [("to_out.0.weight", 1)])
-            elif isinstance(m, AttentionBlock):  # one head over all channels: q.k sums over them, v meets to_out
-                qk = (m.to_q.weight.abs().sum(dim=1) * m.to_k.weight.abs().sum(dim=1)).float().cpu()
-                add(prefix, _grouped_order(qk, 1), [(f"to_{p}.{k}", 0) for p in "qk" for k in ("weight", "bias")])
-                score = m.to_out[0].weight.abs().sum(dim=0).float().cpu()
-                add(prefix, _grouped_order(score, 1), [("to_v.weight", 0), ("to_v.bias", 0), ("to_out.0.weight", 1)])
+                if m.head_dim:
+                    add(prefix, _grouped_order(score, m.head_dim),
+                        [(f"to_{p}.{k}", 0) for p in "qkv" for k in ("weight", "bias")] + [("to_out.0.weight", 1)])
+                else:  # one head over all channels: q.k sums over them (q, k rows together), v meets to_out
+                    qk = (m.to_q.weight.abs().sum(dim=1) * m.to_k.weight.abs().sum(dim=1)).float().cpu()
+                    add(prefix, _grouped_order(qk, 1), [(f"to_{p}.{k}", 0) for p in "qk" for k in ("weight", "bias")])
+                    add(prefix, _grouped_order(score, 1),
+                        [("to_v.weight", 0), ("to_v.bias", 0), ("to_out.0.weight", 1)])
             elif isinstance(m, TimestepEmbedding):
                 score = m.linear_2.weight.abs().sum(dim=0).float().cpu()
                 index = _grouped_order(score, 1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Optional
 
 import yaml
 
@@ -42,7 +42,7 @@ def narrow_widths_trained(path: PathLike) -> bool:
     return config.get("_class_name") == SlimmableUNet.__name__ and len(config.get("width_choices") or ()) > 1
 
 
-def channel_order_fixed(init_from, reorder_channels: bool, say: Callable[[str], None]) -> bool:
+def channel_order_fixed(init_from: Optional[PathLike], reorder_channels: bool, say: Callable[[str], None]) -> bool:
     """Whether ``train.reorder_channels`` must leave this run's channels alone: ``--init-from`` a supernet trained
     at several widths. Says so when the option is on, so that a skipped sort is never silent."""
     fixed = init_from is not None and narrow_widths_trained(init_from)
